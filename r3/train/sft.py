@@ -1,0 +1,228 @@
+"""The `sft` stage: multitask supervised warm-up of every skill the RL stage needs.
+
+Each optimisation step sums the weighted losses of the tasks scheduled for it: generation every
+step (the slowest skill to learn), the other tasks in a fixed rotation so that every skill sees
+the same number of examples per cycle. Learning rate: linear warm-up then cosine decay.
+"""
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from tqdm import tqdm
+
+from r3.config import BaseConfig, Config
+from r3.data.grid import image_grid
+from r3.evals import heldout
+from r3.models.interface import SamplingConfig
+from r3.models.losses import ImageBatch, flow_matching_loss, text_loss
+from r3.models.tiny import TinyConfig, TinyUnifiedModel
+from r3.models.tokenizer import build_tokenizer
+from r3.train.data import SFT_TASKS, SynthSplit
+from r3.world.prompts import vocabulary
+
+MetricLogger = Callable[[dict[str, float], int], None]
+
+
+class TaskWeights(Config):
+    """Loss weight of each SFT task (0 removes the task)."""
+
+    generate: float = Field(1.0, ge=0)
+    """Flow matching on prompt + reasoning -> image."""
+    edit: float = Field(1.0, ge=0)
+    """Flow matching on source image + instruction -> fixed image."""
+    reason: float = Field(1.0, ge=0)
+    """Prompt -> layout text."""
+    reflect: float = Field(1.0, ge=0)
+    """Image + prompt -> stop answer or edit instruction."""
+    answer: float = Field(1.0, ge=0)
+    """VQA: image + question -> answer."""
+    judge: float = Field(1.0, ge=0)
+    """ITA: image + prompt -> yes / no."""
+    caption: float = Field(1.0, ge=0)
+    """Image -> prompt (what the GvU intrinsic reward scores)."""
+
+
+class SftConfig(Config):
+    """The `sft` section of params.yaml."""
+
+    steps: int = Field(1500, ge=1)
+    """Optimisation steps."""
+    batch_size: int = Field(32, ge=1)
+    """Examples per task in a step."""
+    rotating_tasks_per_step: int = Field(2, ge=1)
+    """Besides generation, how many of the other tasks (in rotation) each step trains."""
+    lr: float = Field(2e-3, gt=0)
+    """Peak AdamW learning rate."""
+    warmup_steps: int = Field(50, ge=0)
+    """Linear warm-up steps."""
+    min_lr_ratio: float = Field(0.05, ge=0, le=1)
+    """Final learning rate as a fraction of the peak (cosine decay)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Global gradient-norm clip."""
+    weights: TaskWeights = TaskWeights()
+    """Loss weight per task."""
+    model: TinyConfig = TinyConfig()
+    """Architecture of the tiny unified model trained from scratch."""
+    sampling: SamplingConfig = SamplingConfig()
+    """Image sampling used for the held-out generation and editing metrics (ODE)."""
+    eval_every: int = Field(500, ge=1)
+    """Steps between quick held-out evaluations (logged as curves)."""
+    quick_eval_rows: int = Field(128, ge=1)
+    """Rows per metric in the quick evaluations (the final one uses every held-out row)."""
+    log_every: int = Field(10, ge=1)
+    """Steps between logged loss values."""
+
+    @model_validator(mode="after")
+    def _has_tasks(self) -> "SftConfig":
+        if all(getattr(self.weights, t) == 0 for t in SFT_TASKS):
+            raise ValueError("every task weight is 0: nothing to train")
+        if self.sampling.sde_steps:
+            raise ValueError("sampling.sde_steps must be empty: held-out metrics use ODE sampling")
+        return self
+
+
+@dataclass(frozen=True)
+class SftResult:
+    checkpoint: Path
+    metrics: dict
+    history: Path
+    samples: list[Path]
+
+
+def lr_factor(step: int, cfg: SftConfig) -> float:
+    """Multiplier of the peak learning rate at `step`: linear warm-up, cosine to min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def tasks_for_step(step: int, cfg: SftConfig) -> list[str]:
+    """Generation every step, plus `rotating_tasks_per_step` of the other weighted tasks in turn."""
+    others = [t for t in SFT_TASKS if t != "generate" and getattr(cfg.weights, t) > 0]
+    tasks = ["generate"] if cfg.weights.generate > 0 else []
+    k = min(cfg.rotating_tasks_per_step, len(others))
+    return tasks + [others[(step * k + i) % len(others)] for i in range(k)]
+
+
+def task_loss(model: TinyUnifiedModel, data: SynthSplit, task: str, rng: np.random.Generator,
+              batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    index = rng.integers(0, data.size(task), size=batch_size)
+    batch = data.batch(task, index)
+    if isinstance(batch, ImageBatch):
+        return flow_matching_loss(model, batch, generator)
+    return text_loss(model, batch)
+
+
+def evaluate_heldout(model: TinyUnifiedModel, data: SynthSplit, cfg: SftConfig, base: BaseConfig,
+                     limit: int | None = None) -> dict:
+    """Every held-out skill metric of issue #3 (limit rows per metric for the quick curves)."""
+    model.eval()
+    canvas = cfg.model.canvas
+    metrics = {
+        "vqa": heldout.vqa_accuracy(model, data.vqa, limit=limit),
+        "ita": heldout.ita_accuracy(model, data.ita, limit=limit),
+        "reasoning_validity": heldout.reasoning_validity(model, data.enrichment, canvas, limit=limit),
+        "reflection": heldout.reflection_accuracy(model, data.reflection, limit=limit),
+        "generation": heldout.generation_accuracy(model, data.enrichment, cfg.sampling, canvas, base.seed, limit=limit),
+        "editing": heldout.editing_success(model, data.editing, cfg.sampling, canvas, base.seed, limit=limit),
+    }
+    model.train()
+    return metrics
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """The flat numbers a curve or a table shows."""
+    gen = metrics["generation"]
+    return {
+        "vqa": metrics["vqa"]["overall"],
+        "ita": metrics["ita"]["overall"],
+        "reasoning_validity": metrics["reasoning_validity"]["overall"],
+        "reflection": metrics["reflection"]["overall"],
+        "editing": metrics["editing"]["overall"],
+        **{f"generation_strict/{s}": v for s, v in gen["strict"]["overall"].items()},
+        **{f"generation_partial/{s}": v for s, v in gen["partial"]["overall"].items()},
+    }
+
+
+@torch.no_grad()
+def sample_grids(model: TinyUnifiedModel, data: SynthSplit, cfg: SftConfig, base: BaseConfig, out_dir: Path,
+                 tag: str, n: int = 8) -> list[Path]:
+    """Generation (prompt -> reasoning -> image) and editing (source -> edited) sample grids."""
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = np.linspace(0, len(data.enrichment) - 1, n).astype(int)
+    prompts = data.enrichment.texts("prompt", index)
+    reasoning = model.reason(prompts, heldout.GREEDY).texts
+    generated = model.generate(prompts, reasoning, cfg.sampling, noise=heldout.noise_for(index, cfg.model.canvas, base.seed))
+    edit_index = np.linspace(0, len(data.editing) - 1, n // 2).astype(int)
+    sources = data.editing.pixels("source_image", edit_index)
+    instructions = data.editing.texts("instruction", edit_index)
+    edited = model.edit(sources, instructions, cfg.sampling, noise=heldout.noise_for(edit_index, cfg.model.canvas, base.seed))
+    model.train()
+    gen_path, edit_path = out_dir / f"generation_{tag}.png", out_dir / f"editing_{tag}.png"
+    image_grid(list(heldout.to_uint8(generated.images)), prompts).save(gen_path)
+    pairs = [img for pair in zip(heldout.to_uint8(sources), heldout.to_uint8(edited.images), strict=True) for img in pair]
+    captions = [c for i in instructions for c in (f"source: {i}", "edited")]
+    image_grid(pairs, captions).save(edit_path)
+    return [gen_path, edit_path]
+
+
+def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
+              log: MetricLogger = lambda metrics, step: None) -> SftResult:
+    """Train the tiny model from scratch on the synth tables; write checkpoint, history, samples, metrics."""
+    torch.manual_seed(base.seed)
+    torch.set_num_threads(base.num_threads)
+    if cfg.model.canvas != base.canvas:
+        raise ValueError(f"sft.model.canvas {cfg.model.canvas} != base.canvas {base.canvas}")
+    train = SynthSplit.load(synth_dir / "train")
+    held = SynthSplit.load(synth_dir / "heldout")
+    model = TinyUnifiedModel(cfg.model, build_tokenizer(vocabulary()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    rng = np.random.default_rng([base.seed, 3])
+    generator = torch.Generator().manual_seed(base.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history_path = out_dir / "history.jsonl"
+    samples: list[Path] = []
+    started = time.perf_counter()
+    with history_path.open("w") as history, tqdm(range(cfg.steps), desc="sft", unit="step") as bar:
+        def record(metrics: dict[str, float], step: int) -> None:
+            history.write(json.dumps({"step": step, **metrics}) + "\n")
+            log(metrics, step)
+
+        for step in bar:
+            losses = {t: task_loss(model, train, t, rng, cfg.batch_size, generator) for t in tasks_for_step(step, cfg)}
+            total = sum(getattr(cfg.weights, t) * loss for t, loss in losses.items())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                record({**{f"loss/{t}": float(v) for t, v in losses.items()}, "loss/total": float(total),
+                        "train/grad_norm": float(grad_norm), "train/lr": schedule.get_last_lr()[0]}, step)
+                bar.set_postfix(loss=f"{float(total):.3f}", gen=f"{float(losses.get('generate', 0.0)):.3f}")
+            if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                quick = evaluate_heldout(model, held, cfg, base, limit=cfg.quick_eval_rows)
+                record({f"heldout/{k}": v for k, v in headline(quick).items()}, step + 1)
+                samples += sample_grids(model, held, cfg, base, out_dir / "samples", f"step{step + 1:05d}")
+        train_seconds = time.perf_counter() - started
+        metrics = evaluate_heldout(model, held, cfg, base)
+        record({f"heldout/{k}": v for k, v in headline(metrics).items()}, cfg.steps)
+    samples += sample_grids(model, held, cfg, base, out_dir / "samples", "final")
+    checkpoint = out_dir / "checkpoint"
+    model.save_pretrained(checkpoint)
+    metrics = {"headline": headline(metrics), **metrics,
+               "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return SftResult(checkpoint, metrics, history_path, samples)

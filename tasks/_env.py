@@ -1,0 +1,20 @@
+"""Keep Prefect's home, database and result storage inside the project (git-ignored `.prefect/`).
+
+Must run before `prefect` is first imported, so `tasks/__init__.py` calls it.
+"""
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PREFECT_HOME = PROJECT_ROOT / ".prefect"
+
+
+def configure_prefect_env() -> None:
+    os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(PREFECT_HOME / "storage"))
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
+    # The ephemeral API server is enough for `dvc repro`; `prefect server start` + PREFECT_API_URL
+    # sends runs to the UI instead (README).
+    os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -1,0 +1,92 @@
+"""MLflow run management owned by the flows: one run per stage, tagged with stage and commit."""
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from pydantic import BaseModel
+
+from tasks._env import PROJECT_ROOT
+
+DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+ARTIFACT_ROOT = PROJECT_ROOT / "mlartifacts"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+
+
+def flat_params(configs: Mapping[str, BaseModel]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, config in configs.items():
+        _flatten(name, config.model_dump(mode="json"), out)
+    return out
+
+
+@contextmanager
+def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel]) -> Iterator[mlflow.ActiveRun]:
+    """Open an MLflow run for one stage (tracking URI from MLFLOW_TRACKING_URI or ./mlflow.db)."""
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=ARTIFACT_ROOT.as_uri())
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=stage, tags={"stage": stage, "git_commit": git_commit()}) as run:
+        mlflow.log_params(flat_params(configs))
+        yield run
+
+
+def log_json_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
+    """Log every numeric leaf of a nested metrics dict under a `/`-joined key."""
+    flat: dict[str, Any] = {}
+    _flatten(prefix, metrics, flat)
+    numeric = {k.replace(".", "/"): float(v) for k, v in flat.items() if isinstance(v, (int, float))}
+    mlflow.log_metrics(numeric)
+
+
+def log_artifacts(paths: list[Path], artifact_path: str | None = None) -> None:
+    for path in paths:
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=f"{artifact_path}/{path.name}" if artifact_path else path.name)
+        elif path.exists():
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def metric_logger(run_id: str):
+    """A `(metrics, step) -> None` callback that logs into the given run from any thread."""
+    client = mlflow.MlflowClient()
+
+    def log(metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    return log
+
+
+def replay_history(history: Path, run_id: str) -> None:
+    """Log a cached training run's recorded curves (history.jsonl) into a new run."""
+    log = metric_logger(run_id)
+    for line in history.read_text().splitlines():
+        entry = json.loads(line)
+        step = entry.pop("step")
+        log(entry, step)
