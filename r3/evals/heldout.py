@@ -31,10 +31,16 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def noise_for(index: np.ndarray, canvas: int, seed: int) -> Tensor:
-    """(B, 3, H, W) starting noise fixed by (seed, row), independent of batch size."""
+def row_seed(seed: int, row: int, round: int = 0) -> int:
+    """Seed of one row's noise in one sampling round; round 0 keeps the seeds generation metrics always used."""
+    first = seed * 1_000_003 + row
+    return first if round == 0 else int(np.random.SeedSequence([first, round]).generate_state(1)[0])
+
+
+def noise_for(index: np.ndarray, canvas: int, seed: int, round: int = 0) -> Tensor:
+    """(B, 3, H, W) starting noise fixed by (seed, row, round), independent of batch size."""
     return torch.stack([
-        torch.randn(3, canvas, canvas, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i)))
+        torch.randn(3, canvas, canvas, generator=torch.Generator().manual_seed(row_seed(seed, int(i), round)))
         for i in index
     ])
 

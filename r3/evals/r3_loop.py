@@ -1,0 +1,144 @@
+"""The R3 inference loop (reason -> generate -> [reflect -> refine] x rounds) and its scaling metrics.
+
+Deterministic by construction: images are integrated with the ODE from noise fixed per (seed, row,
+round), reflections are greedy, and the reasoning is greedy unless `sampling.temperature` > 0 (then
+drawn from one generator seeded with `seed`). Between rounds images are kept as uint8, exactly what
+the scorer sees, so the model refines the image that was scored.
+
+Because every round's noise and text depend only on the row and the round, the first k rounds of a
+run with `max_rounds` > k are the run with `max_rounds` = k: one run gives the accuracy of every
+round budget 0..max_rounds.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from r3.evals.heldout import chunks, noise_for, to_uint8
+from r3.models.interface import SamplingConfig, UnifiedModel
+from r3.world.edits import STOP_ANSWER
+
+ScoreFn = Callable[[np.ndarray, list[dict[str, Any]]], np.ndarray]
+"""(N, H, W, 3) uint8 images and their N prompt records -> (N,) scores in [0, 1]; 1 = aligned."""
+
+
+@dataclass(frozen=True)
+class R3Round:
+    """What the loop holds after one round."""
+
+    images: np.ndarray
+    """(N, H, W, 3) uint8 image of each row after this round (unchanged where the row had stopped)."""
+    texts: list[str]
+    """Round 0: the reasoning; round k >= 1: the reflection written in round k ('' for rows stopped earlier)."""
+    finished: np.ndarray
+    """(N,) bool, the row answered the stop answer in this round or before."""
+    scores: np.ndarray
+    """(N,) float score of `images`."""
+
+
+@dataclass(frozen=True)
+class R3Trace:
+    prompts: list[str]
+    records: list[dict[str, Any]]
+    rounds: list[R3Round]
+    """Round 0 (generation) then one entry per reflect-refine round."""
+
+    def correct(self, round: int) -> np.ndarray:
+        """(N,) bool: aligned (score 1) after `round`."""
+        return self.rounds[round].scores >= 1.0
+
+
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+@torch.no_grad()
+def run_r3(
+    model: UnifiedModel,
+    records: Sequence[dict[str, Any]],
+    prompts: Sequence[str],
+    sampling: SamplingConfig,
+    max_rounds: int,
+    seed: int,
+    score_fn: ScoreFn,
+    canvas: int,
+    batch_size: int = 64,
+) -> R3Trace:
+    """Run the R3 loop on every prompt, batching the rows still active in each round.
+
+    `sampling` sets the image ODE (steps, cfg, shift) and the reasoning text (temperature, top_p,
+    max_new_tokens); reflections are greedy with the same max_new_tokens.
+    """
+    if not records:
+        raise ValueError("run_r3: no prompts to run")
+    if len(records) != len(prompts):
+        raise ValueError(f"run_r3: {len(records)} records for {len(prompts)} prompts")
+    if sampling.sde_steps:
+        raise ValueError(f"run_r3: sampling.sde_steps {sampling.sde_steps} must be empty (evaluation uses the ODE)")
+    if max_rounds < 0:
+        raise ValueError(f"run_r3: max_rounds must be >= 0, got {max_rounds}")
+    records, prompts = list(records), list(prompts)
+    n = len(prompts)
+    greedy = sampling.model_copy(update={"temperature": 0.0})
+    text_generator = torch.Generator().manual_seed(seed)
+
+    reasoning: list[str] = []
+    generated: list[np.ndarray] = []
+    for index in chunks(n, batch_size):
+        batch_prompts = [prompts[i] for i in index]
+        texts = model.reason(batch_prompts, sampling, text_generator).texts
+        images = model.generate(batch_prompts, texts, sampling, noise=noise_for(index, canvas, seed, 0)).images
+        reasoning += texts
+        generated.append(to_uint8(images))
+    images = np.concatenate(generated)  # (N, H, W, 3)
+    finished = np.zeros(n, dtype=bool)
+    rounds = [R3Round(images, reasoning, finished, np.asarray(score_fn(images, records), dtype=np.float64))]
+
+    for k in range(1, max_rounds + 1):
+        previous = rounds[-1]
+        images, finished, texts = previous.images.copy(), previous.finished.copy(), [""] * n
+        edited_rows: list[np.ndarray] = []
+        active = np.flatnonzero(~previous.finished)
+        for start in range(0, len(active), batch_size):
+            index = active[start : start + batch_size]
+            reflections = model.reflect(_pixels(previous.images[index]), [prompts[i] for i in index], greedy).texts
+            stop = np.array([r.strip() == STOP_ANSWER for r in reflections])
+            for i, r in zip(index, reflections, strict=True):
+                texts[i] = r
+            finished[index[stop]] = True
+            edit = index[~stop]
+            if len(edit):
+                instructions = [r for r, s in zip(reflections, stop, strict=True) if not s]
+                noise = noise_for(edit, canvas, seed, k)
+                out = model.edit(_pixels(previous.images[edit]), instructions, sampling, noise=noise)
+                images[edit] = to_uint8(out.images)
+                edited_rows.append(edit)
+        scores = previous.scores.copy()
+        edited = np.concatenate(edited_rows) if edited_rows else np.zeros(0, dtype=np.int64)
+        if len(edited):
+            scores[edited] = score_fn(images[edited], [records[i] for i in edited])
+        rounds.append(R3Round(images, texts, finished, scores))
+    return R3Trace(prompts, records, rounds)
+
+
+def scaling_metrics(trace: R3Trace) -> list[dict[str, float]]:
+    """Per round: accuracy (share of rows with score 1), finished rate, and how many rows' scores went up
+    (improved), down (worse) or stayed (unchanged) against the previous round (all unchanged at round 0)."""
+    rows = []
+    for k, current in enumerate(trace.rounds):
+        before = trace.rounds[k - 1].scores if k > 0 else current.scores
+        improved = int((current.scores > before).sum())
+        worse = int((current.scores < before).sum())
+        rows.append({
+            "round": k,
+            "accuracy": float(trace.correct(k).mean()),
+            "finished": float(current.finished.mean()),
+            "improved": improved,
+            "worse": worse,
+            "unchanged": len(current.scores) - improved - worse,
+        })
+    return rows

@@ -1,0 +1,230 @@
+"""The evaluation report: Markdown tables laid out like the R3 paper's Tables 1-3, DVC plot data
+(CSV), the inference-time scaling figure and sample grids of the R3 loop.
+
+Everything here reads the metrics dict `r3.evals.evaluate` writes to metrics.json:
+    {"suites": {suite: [tags]}, "scaling_suite": str, "max_rounds": int, "reference": str | None,
+     "checkpoints": {name: {"generation": {suite: [per-round {"overall", "per_tag"}]},
+                            "scaling": [per-round rows of r3_loop.scaling_metrics],
+                            "ita": {"overall", "per_tag": {"suite/tag": acc}},
+                            "vqa": {"overall", "per_category": {category: acc}}}}}
+"""
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from r3.data.grid import image_grid
+from r3.evals.r3_loop import R3Trace
+from r3.world.prompts import SUITES
+
+SUITE_TITLES = {"geneval_pp": "GenEval++", "geneval": "GenEval"}
+
+
+def suite_title(suite: str) -> str:
+    return SUITE_TITLES.get(suite, suite)
+
+
+def cell(value: float | None, reference: float | None = None) -> str:
+    """'0.450', with ↑ / ↓ when it is above / below the reference value; '-' when missing."""
+    if value is None:
+        return "-"
+    text = f"{value:.3f}"
+    if reference is None or round(value, 3) == round(reference, 3):
+        return text
+    return text + (" ↑" if value > reference else " ↓")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+Row = tuple[str, list[float | None], list[float | None] | None]
+"""(label, values, values of the reference row to compare with, or None)."""
+
+
+def _table_rows(rows: list[Row]) -> list[list[str]]:
+    return [[label] + [cell(v, None if ref is None else ref[i]) for i, v in enumerate(values)]
+            for label, values, ref in rows]
+
+
+def _against_reference(named: list[tuple[str, list[float | None]]], reference: str | None) -> list[Row]:
+    """Every row but the reference's is compared with the reference row (no arrows without one)."""
+    ref = dict(named).get(reference) if reference is not None else None
+    return [(label, values, None if label == reference else ref) for label, values in named]
+
+
+def generation_table(metrics: dict, suite: str) -> str:
+    """Table 1: per-tag strict accuracy and overall (mean of tags) per checkpoint; + R3 rows on the scaling suite."""
+    tags, reference, checkpoints = metrics["suites"][suite], metrics.get("reference"), metrics["checkpoints"]
+    kinds = [("", 0)]
+    if suite == metrics["scaling_suite"] and metrics["max_rounds"] > 0:
+        kinds.append((f" + R3 (≤{metrics['max_rounds']} rounds)", -1))
+
+    def values(name: str, k: int) -> list[float | None]:
+        summary = checkpoints[name]["generation"][suite][k]
+        return [summary["per_tag"].get(t) for t in tags] + [summary["overall"]]
+
+    rows: list[Row] = []
+    for name in checkpoints:
+        for suffix, k in kinds:
+            ref = values(reference, k) if reference in checkpoints and name != reference else None
+            rows.append((name + suffix, values(name, k), ref))
+    return markdown_table(["Model", *tags, "Overall"], _table_rows(rows))
+
+
+def _suite_tag_rank(key: str) -> tuple:
+    """Sort "suite/tag" keys in SUITES order, unknown suites and tags after the known ones."""
+    suite, tag = key.split("/", 1)
+    tags = SUITES.get(suite, ())
+    return (list(SUITES).index(suite) if suite in SUITES else len(SUITES), suite,
+            tags.index(tag) if tag in tags else len(tags), tag)
+
+
+def ita_suites(metrics: dict) -> dict[str, list[str]]:
+    """{suite: tags} of the ITA rows (the synth held-out table, whatever prompts the generation used)."""
+    keys = {key for r in metrics["checkpoints"].values() for key in r["ita"]["per_tag"]}
+    found: dict[str, list[str]] = {}
+    for key in sorted(keys, key=_suite_tag_rank):
+        suite, tag = key.split("/", 1)
+        found.setdefault(suite, []).append(tag)
+    return found
+
+
+def ita_table(metrics: dict, suite: str) -> str:
+    """Table 2: ITA accuracy per tag of one suite, and the mean of those tags."""
+    tags = ita_suites(metrics)[suite]
+    named = []
+    for name, result in metrics["checkpoints"].items():
+        per_tag = result["ita"]["per_tag"]
+        values = [per_tag.get(f"{suite}/{t}") for t in tags]
+        present = [v for v in values if v is not None]
+        named.append((name, values + [float(np.mean(present)) if present else None]))
+    rows = _against_reference(named, metrics.get("reference"))
+    return markdown_table(["Model", *tags, "Mean"], _table_rows(rows))
+
+
+def vqa_table(metrics: dict) -> str:
+    """Table 3: VQA exact-answer accuracy per category and overall."""
+    categories = sorted({c for r in metrics["checkpoints"].values() for c in r["vqa"]["per_category"]})
+    named = [(name, [r["vqa"]["per_category"].get(c) for c in categories] + [r["vqa"]["overall"]])
+             for name, r in metrics["checkpoints"].items()]
+    rows = _against_reference(named, metrics.get("reference"))
+    return markdown_table(["Model", *categories, "Overall"], _table_rows(rows))
+
+
+def scaling_table(metrics: dict) -> str:
+    rows = [
+        [name, str(r["round"]), f"{r['accuracy']:.3f}", f"{r['finished']:.3f}",
+         str(r["improved"]), str(r["worse"]), str(r["unchanged"])]
+        for name, result in metrics["checkpoints"].items()
+        for r in result["scaling"]
+    ]
+    return markdown_table(["Model", "Rounds", "Accuracy", "Finished", "Improved", "Worse", "Unchanged"], rows)
+
+
+def headline_table(metrics: dict) -> str:
+    """Round-0 accuracy of every suite (and after the R3 rounds on the scaling suite), ITA and VQA."""
+    columns: list[tuple[str, str, int]] = []
+    for suite in metrics["suites"]:
+        columns.append((suite_title(suite), suite, 0))
+        if suite == metrics["scaling_suite"] and metrics["max_rounds"] > 0:
+            columns.append((f"{suite_title(suite)} + R3", suite, -1))
+    named = [
+        (name, [r["generation"][suite][k]["overall"] for _, suite, k in columns]
+         + [r["ita"]["overall"], r["vqa"]["overall"]])
+        for name, r in metrics["checkpoints"].items()
+    ]
+    header = ["Model", *(title for title, _, _ in columns), "ITA", "VQA"]
+    return markdown_table(header, _table_rows(_against_reference(named, metrics.get("reference"))))
+
+
+def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: Sequence[str] = ()) -> str:
+    """The whole report.md; figure paths are written relative to `out_dir`."""
+    reference = metrics.get("reference")
+    parts = ["# Evaluation report", ""]
+    parts += [f"- {note}" for note in notes]
+    if reference:
+        parts.append(f"- Arrows: change against `{reference}` (↑ better, ↓ worse).")
+    parts += ["", "## Headline", "", headline_table(metrics), ""]
+    for i, suite in enumerate(metrics["suites"], start=1):
+        title = f"## Table 1.{i}: {suite_title(suite)} generation (strict accuracy per tag; overall = mean of tags)"
+        parts += [title, "", generation_table(metrics, suite), ""]
+    for i, suite in enumerate(ita_suites(metrics), start=1):
+        title = f"## Table 2.{i}: ITA on {suite_title(suite)} prompts (aligned or not, accuracy per tag)"
+        parts += [title, "", ita_table(metrics, suite), ""]
+    parts += ["## Table 3: VQA (exact answer accuracy per category)", "", vqa_table(metrics), ""]
+    if metrics["max_rounds"] > 0:
+        title = f"## Inference-time scaling on {suite_title(metrics['scaling_suite'])} (R3 loop, reflect-refine rounds)"
+        parts += [title, "", scaling_table(metrics), ""]
+    for figure in figures:
+        parts += [f"![{figure.stem}]({figure.relative_to(out_dir).as_posix()})", ""]
+    return "\n".join(parts)
+
+
+def write_plot_data(metrics: dict, plots_dir: Path) -> list[Path]:
+    """scaling.csv (checkpoint, round, accuracy, finished) and tags.csv (checkpoint, suite, tag, round-0 accuracy)."""
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    scaling_path, tags_path = plots_dir / "scaling.csv", plots_dir / "tags.csv"
+    with scaling_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["checkpoint", "round", "accuracy", "finished"])
+        for name, result in metrics["checkpoints"].items():
+            writer.writerows([name, r["round"], r["accuracy"], r["finished"]] for r in result["scaling"])
+    with tags_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["checkpoint", "suite", "tag", "accuracy"])
+        for name, result in metrics["checkpoints"].items():
+            for suite, tags in metrics["suites"].items():
+                per_tag = result["generation"][suite][0]["per_tag"]
+                writer.writerows([name, suite, tag, per_tag[tag]] for tag in tags if tag in per_tag)
+    return [scaling_path, tags_path]
+
+
+def scaling_figure(metrics: dict, path: Path) -> Path:
+    """Accuracy and finished (stopped) rate against the number of allowed reflect-refine rounds."""
+    figure = Figure(figsize=(8, 3.2), dpi=120)
+    FigureCanvasAgg(figure)
+    accuracy, finished = figure.subplots(1, 2)
+    for name, result in metrics["checkpoints"].items():
+        rounds = [r["round"] for r in result["scaling"]]
+        accuracy.plot(rounds, [r["accuracy"] for r in result["scaling"]], marker="o", label=name)
+        finished.plot(rounds, [r["finished"] for r in result["scaling"]], marker="o", label=name)
+    title = suite_title(metrics["scaling_suite"])
+    for axis, label in ((accuracy, f"{title} strict accuracy"), (finished, "finished (stopped) rate")):
+        axis.set_xlabel("max reflect-refine rounds")
+        axis.set_ylabel(label)
+        axis.set_xticks(range(metrics["max_rounds"] + 1))
+        axis.set_ylim(-0.02, 1.02)
+        axis.grid(alpha=0.3)
+    accuracy.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def loop_grid(trace: R3Trace, rows: int, path: Path) -> Path:
+    """One line per prompt (spread over the trace): the image after each round, captioned with the prompt
+    (round 0) or that round's reflection, and whether the image is aligned."""
+    index = np.unique(np.linspace(0, len(trace.prompts) - 1, min(rows, len(trace.prompts))).astype(int))
+    images, captions = [], []
+    for i in index:
+        for k, current in enumerate(trace.rounds):
+            mark = "ok" if current.scores[i] >= 1.0 else "x"
+            if k == 0:
+                text = trace.prompts[i]
+            elif trace.rounds[k - 1].finished[i]:
+                text = "(stopped)"
+            else:
+                text = current.texts[i] or "(empty)"
+            images.append(current.images[i])
+            captions.append(f"r{k} {mark}: {text}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, captions, columns=len(trace.rounds)).save(path)
+    return path

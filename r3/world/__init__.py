@@ -1,0 +1,1 @@
+"""ShapeWorld: the synthetic compositional testbed (scenes, prompts, renderer, exact verifier, edits, VQA)."""

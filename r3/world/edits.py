@@ -1,0 +1,255 @@
+"""Wrong scenes with one error, and the one edit instruction that fixes each (reflection targets).
+
+Instructions (cells are "col row" on the layout grid; objects are named by the shortest
+description that is unique in the scene, see `describe`):
+    add a small red circle at 2 5          remove the red circle at 3 1
+    make the blue square red               make the red circle large
+    move the red circle to 2 5
+`apply_edit` carries out an instruction exactly, so a fix can be checked by the verifier.
+"""
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from r3.world.prompts import MAX_OBJECTS
+from r3.world.scene import (
+    COLORS,
+    GRID,
+    SHAPES,
+    SIZES,
+    Scene,
+    SceneObject,
+    cell_center,
+    cell_of,
+    cell_size,
+    fits,
+)
+from r3.world.verifier import check, descriptor, matches, relation_along, relation_margin
+
+STOP_ANSWER = "no further edit needed"
+ERROR_KINDS = ("missing", "extra", "recolor", "move", "resize")
+EDIT_WORDS = ("add", "remove", "make", "move", "the", "a", "at", "to", *STOP_ANSWER.split())
+"""Words of instructions and the stop answer besides sizes, colours, classes and cell numbers."""
+
+
+# ---------------------------------------------------------------- naming objects
+
+
+def _name(obj: SceneObject, attributes: tuple[str, ...]) -> tuple[str, ...]:
+    return (*(getattr(obj, a) for a in attributes), obj.shape)
+
+
+def describe(obj: SceneObject, scene: Scene) -> str:
+    """Shortest unique name: "circle", "red circle", "large red circle", "large red circle at 2 5"."""
+    for attributes in ((), ("color",), ("size", "color")):
+        if sum(_name(o, attributes) == _name(obj, attributes) for o in scene.objects) == 1:
+            return " ".join(_name(obj, attributes))
+    col, row = cell_of(obj.x, obj.y, scene.canvas)
+    return f"{obj.size} {obj.color} {obj.shape} at {col} {row}"
+
+
+def _cell_words(words: list[str], where: str) -> tuple[int, int]:
+    if len(words) != 2 or not all(w.isdigit() and int(w) < GRID for w in words):
+        raise ValueError(f"edit instruction: expected a cell 'col row' (0..{GRID - 1}) in {where!r}")
+    return int(words[0]), int(words[1])
+
+
+def resolve(reference: str, scene: Scene) -> int:
+    """Index of the one object a description ("[size] [color] shape [at col row]") names."""
+    words = reference.split()
+    cell = None
+    if "at" in words:
+        cell = _cell_words(words[words.index("at") + 1 :], reference)
+        words = words[: words.index("at")]
+    if not words or words[-1] not in SHAPES:
+        raise ValueError(f"edit instruction: {reference!r} names no shape")
+    size = next((w for w in words[:-1] if w in SIZES), None)
+    color = next((w for w in words[:-1] if w in COLORS), None)
+    if len(words) - 1 != (size is not None) + (color is not None):
+        raise ValueError(f"edit instruction: unknown words in {reference!r}")
+    entry = {"class": words[-1], "color": color, "size": size}
+    found = [
+        i
+        for i, o in enumerate(scene.objects)
+        if matches(o, entry) and (cell is None or cell_of(o.x, o.y, scene.canvas) == cell)
+    ]
+    if len(found) != 1:
+        raise ValueError(f"edit instruction: {reference!r} names {len(found)} objects, not one")
+    return found[0]
+
+
+def apply_edit(scene: Scene, instruction: str) -> Scene:
+    """The scene after the instruction; raises ValueError if it does not parse or names no single object."""
+    words = instruction.split()
+    objects = list(scene.objects)
+    canvas = scene.canvas
+    if len(words) == 8 and words[:2] == ["add", "a"] and words[5] == "at":
+        size, color, shape = words[2:5]
+        if size not in SIZES or color not in COLORS or shape not in SHAPES:
+            raise ValueError(f"edit instruction: cannot add {' '.join(words[2:5])!r}")
+        x, y = cell_center(*_cell_words(words[6:], instruction), canvas)
+        return replace(scene, objects=(*objects, SceneObject(shape, color, size, x, y)))
+    if len(words) >= 3 and words[:2] == ["remove", "the"]:
+        del objects[resolve(" ".join(words[2:]), scene)]
+        return replace(scene, objects=tuple(objects))
+    if len(words) >= 4 and words[:2] == ["make", "the"]:
+        i = resolve(" ".join(words[2:-1]), scene)
+        if words[-1] in COLORS:
+            objects[i] = replace(objects[i], color=words[-1])
+        elif words[-1] in SIZES:
+            objects[i] = replace(objects[i], size=words[-1])
+        else:
+            raise ValueError(f"edit instruction: {words[-1]!r} is neither a colour nor a size")
+        return replace(scene, objects=tuple(objects))
+    if len(words) >= 6 and words[:2] == ["move", "the"] and words[-3] == "to":
+        i = resolve(" ".join(words[2:-3]), scene)
+        x, y = cell_center(*_cell_words(words[-2:], instruction), canvas)
+        objects[i] = replace(objects[i], x=x, y=y)
+        return replace(scene, objects=tuple(objects))
+    raise ValueError(f"edit instruction: cannot parse {instruction!r}")
+
+
+# ---------------------------------------------------------------- corrupting scenes
+
+
+def _strict(scene: Scene, record: dict[str, Any]) -> int:
+    return check(scene.objects, record, margin=relation_margin(scene.canvas)).strict
+
+
+def _fixes(wrong: Scene, instruction: str, record: dict[str, Any]) -> bool:
+    return _strict(wrong, record) == 0 and _strict(apply_edit(wrong, instruction), record) == 1
+
+
+def _recounted(record: dict[str, Any], i: int, delta: int) -> dict[str, Any]:
+    """The record with include i (and its paired excludes) expecting `delta` more objects."""
+    include = [dict(e) for e in record["include"]]
+    include[i]["count"] += delta
+    exclude = [
+        {**e, "count": e["count"] + delta} if descriptor(e) == descriptor(include[i]) else e
+        for e in record.get("exclude", [])
+    ]
+    return {**record, "include": include, "exclude": exclude}
+
+
+def _cells(canvas: int, rng: np.random.Generator) -> list[tuple[float, float]]:
+    order = rng.permutation(GRID * GRID)
+    return [cell_center(int(k % GRID), int(k // GRID), canvas) for k in order]
+
+
+def _without(scene: Scene, i: int) -> list[SceneObject]:
+    return [o for k, o in enumerate(scene.objects) if k != i]
+
+
+def _missing(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
+    for i in rng.permutation(len(scene.objects)):
+        obj = scene.objects[i]
+        wrong = replace(scene, objects=tuple(_without(scene, i)))
+        col, row = cell_of(obj.x, obj.y, scene.canvas)
+        instruction = f"add a {obj.size} {obj.color} {obj.shape} at {col} {row}"
+        if any(matches(obj, e) for e in record["include"]) and _fixes(wrong, instruction, record):
+            return wrong, instruction
+    return None
+
+
+def _extra(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
+    if len(scene.objects) > MAX_OBJECTS:
+        return None
+    colors = tuple(COLORS)
+    for i in rng.permutation(len(record["include"])):
+        entry = record["include"][i]
+        color = entry.get("color") or colors[int(rng.integers(len(colors)))]
+        size = entry.get("size") or SIZES[int(rng.integers(len(SIZES)))]
+        only_count_wrong = _recounted(record, int(i), 1)
+        for x, y in _cells(scene.canvas, rng):
+            extra = SceneObject(entry["class"], color, size, x, y)
+            if not fits(extra, scene.objects, scene.canvas):
+                continue
+            wrong = replace(scene, objects=(*scene.objects, extra))
+            instruction = f"remove the {describe(extra, wrong)}"
+            if _strict(wrong, only_count_wrong) == 1 and _fixes(wrong, instruction, record):
+                return wrong, instruction
+    return None
+
+
+def _recolor(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
+    for i in rng.permutation(len(scene.objects)):
+        obj = scene.objects[i]
+        if not any(matches(obj, e) and e.get("color") for e in record["include"]):
+            continue
+        others = [c for c in COLORS if c != obj.color]
+        recolored = replace(obj, color=others[int(rng.integers(len(others)))])
+        wrong = replace(scene, objects=tuple(recolored if k == i else o for k, o in enumerate(scene.objects)))
+        instruction = f"make the {describe(recolored, wrong)} {obj.color}"
+        if _fixes(wrong, instruction, record):
+            return wrong, instruction
+    return None
+
+
+def _resize(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
+    for i in rng.permutation(len(scene.objects)):
+        obj = scene.objects[i]
+        if not any(matches(obj, e) and e.get("size") for e in record["include"]):
+            continue
+        resized = replace(obj, size=SIZES[1 - SIZES.index(obj.size)])
+        if not fits(resized, _without(scene, i), scene.canvas):
+            continue
+        wrong = replace(scene, objects=tuple(resized if k == i else o for k, o in enumerate(scene.objects)))
+        instruction = f"make the {describe(resized, wrong)} {obj.size}"
+        if _fixes(wrong, instruction, record):
+            return wrong, instruction
+    return None
+
+
+def _move(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
+    """Move one object of a related pair of groups at least one cell onto the wrong side of a partner."""
+    include, canvas = record["include"], scene.canvas
+    for g in rng.permutation(len(include)):
+        if not include[g].get("position"):
+            continue
+        relation, h = include[g]["position"]
+        subjects, references = include[g], include[h]
+        for i in rng.permutation(len(scene.objects)):
+            obj = scene.objects[i]
+            is_subject = matches(obj, subjects)
+            if not is_subject and not matches(obj, references):
+                continue
+            others = _without(scene, i)
+            partners = [o for o in others if matches(o, references if is_subject else subjects)]
+            col, row = cell_of(obj.x, obj.y, canvas)
+            for x, y in _cells(canvas, rng):
+                moved = replace(obj, x=x, y=y)
+                # offset subject - reference along the relation: <= -1 cell means plainly on the wrong side
+                sign = 1 if is_subject else -1
+                crossed = any(
+                    relation_along(sign * (x - o.x), sign * (y - o.y), relation) <= -cell_size(canvas)
+                    for o in partners
+                )
+                if not crossed or not fits(moved, others, canvas):
+                    continue
+                wrong = replace(scene, objects=tuple(moved if k == i else o for k, o in enumerate(scene.objects)))
+                instruction = f"move the {describe(moved, wrong)} to {col} {row}"
+                if _fixes(wrong, instruction, record):
+                    return wrong, instruction
+    return None
+
+
+_CORRUPTERS = {"missing": _missing, "extra": _extra, "recolor": _recolor, "move": _move, "resize": _resize}
+
+
+def corrupt(scene: Scene, record: dict[str, Any], kind: str, rng: np.random.Generator) -> tuple[Scene, str] | None:
+    """A wrong scene with one error of `kind` that makes the record false, and the instruction
+    that fixes it; None if this kind of error cannot break this record (e.g. recolor without colours)."""
+    if kind not in _CORRUPTERS:
+        raise ValueError(f"error kind {kind!r}: expected one of {ERROR_KINDS}")
+    return _CORRUPTERS[kind](scene, record, rng)
+
+
+def violate(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> Scene:
+    """The scene with one random error (of a kind this record admits) that makes the record false."""
+    for kind in rng.permutation(ERROR_KINDS):
+        result = corrupt(scene, record, str(kind), rng)
+        if result is not None:
+            return result[0]
+    raise ValueError(f"no error kind can break prompt {record['prompt']!r} on this scene")
