@@ -1,0 +1,437 @@
+"""The embedded unified model `tiny`: a small Llama LM that reads text and image patches, and an SD3 image head
+conditioned on the LM's hidden states, so understanding and generation share the LM's parameters.
+
+Sequence layout (left-padded; `<patch>` positions carry linear patch embeddings instead of token embeddings):
+
+    <bos> [<image> <patch> x N] <task> context words <sep> target words <eos>
+
+Text tasks train and sample the target span. Generation conditions the head on the hidden states of
+`<bos> <generate> prompt <sep> reasoning <eos>`; editing on `<bos> <image> patches <edit> instruction <sep> <eos>`
+minus the patch positions (their content reaches the kept text positions through causal attention, and the
+source image is also channel-concatenated to the head's noisy input).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from r3.models.image_head import build_image_head
+from r3.models.interface import (
+    ImageCondition,
+    ImageSample,
+    SamplingConfig,
+    SdeTransitions,
+    TextQuery,
+    TextSample,
+)
+from r3.models.sampling import StepDistribution, guided, sample_images, sample_token, timesteps, transition_distribution
+from r3.models.tokenizer import BOS, EOS, IMAGE, NO, PATCH, SEP, SPECIAL_TOKENS, TASK_TOKENS, YES, encode_words
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+class TinyConfig(BaseModel):
+    """Sizes of the tiny unified model (the vocabulary comes from the tokenizer saved beside it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    canvas: int = Field(32, ge=4)
+    """Image side in pixels (square RGB images)."""
+    patch: int = Field(4, ge=1)
+    """Patch side in pixels, for the LM's patch embedding and the image head alike."""
+    lm_dim: int = Field(128, ge=8)
+    """Hidden size of the causal LM."""
+    lm_layers: int = Field(2, ge=1)
+    """Number of LM decoder layers."""
+    lm_heads: int = Field(4, ge=1)
+    """Attention heads per LM layer."""
+    lm_mlp: int = Field(384, ge=8)
+    """Intermediate size of the LM's SwiGLU MLP."""
+    max_positions: int = Field(256, ge=16)
+    """Longest LM sequence (image patches included)."""
+    head_width: int = Field(128, ge=8)
+    """Inner width of the SD3 image head."""
+    head_layers: int = Field(4, ge=1)
+    """Number of joint transformer blocks in the image head."""
+    head_heads: int = Field(4, ge=1)
+    """Attention heads per image-head block."""
+    cfg_dropout: float = Field(0.1, ge=0, lt=1)
+    """Probability of training the image head on the empty (unconditional) condition, for CFG."""
+    timestep_sampling: Literal["uniform", "logit_normal"] = "logit_normal"
+    """Flow-matching training time distribution: uniform on (0, 1) or sigmoid(N(0, 1)) as in SD3."""
+
+    @model_validator(mode="after")
+    def _divisible(self) -> "TinyConfig":
+        if self.canvas % self.patch:
+            raise ValueError(f"canvas {self.canvas} is not divisible by patch {self.patch}")
+        if self.lm_dim % self.lm_heads:
+            raise ValueError(f"lm_dim {self.lm_dim} is not divisible by lm_heads {self.lm_heads}")
+        if self.head_width % self.head_heads:
+            raise ValueError(f"head_width {self.head_width} is not divisible by head_heads {self.head_heads}")
+        return self
+
+    @property
+    def num_patches(self) -> int:
+        return (self.canvas // self.patch) ** 2
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A left-padded batch of token sequences."""
+
+    input_ids: Tensor
+    """(B, L) token ids, `<patch>` where image patches go, `<pad>` on the left."""
+    attention_mask: Tensor
+    """(B, L) bool, False on padding."""
+
+
+@dataclass(frozen=True)
+class EncodedCondition:
+    """LM hidden states an image is generated from."""
+
+    states: Tensor
+    """(B, Lc) + (D,) hidden states of the conditioning span, left-aligned, padded."""
+    mask: Tensor
+    """(B, Lc) bool, True on real conditioning tokens."""
+    pooled: Tensor
+    """(B, D) mean of the real conditioning states."""
+    sources: Tensor | None
+    """(B, 3, H, W) edit sources in [-1, 1], or None for generation."""
+
+
+def patchify(images: Tensor, patch: int) -> Tensor:
+    """(B, C, H, W) -> (B, N, C * patch * patch) in raster order."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // patch) * (w // patch), c * patch * patch)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Layout:
+    """Left-padded batch of non-empty rows (so every row ends at the last position)."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, length - len(row) :] = True
+    return Layout(ids, mask)
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tensor:
+    """(B, T) ids, padding on the right."""
+    length = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return ids
+
+
+class TinyUnifiedModel(nn.Module):
+    """The `tiny` backend of `UnifiedModel`."""
+
+    def __init__(self, config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> None:
+        super().__init__()
+        self.config, self.tokenizer = config, tokenizer
+        missing = [t for t in [*SPECIAL_TOKENS, YES, NO] if t not in tokenizer.get_vocab()]
+        if missing:
+            raise ValueError(f"tokenizer lacks the tiny model's tokens {missing}; build it with build_tokenizer")
+        token = tokenizer.convert_tokens_to_ids
+        self.pad_id, self.bos_id, self.eos_id, self.sep_id = tokenizer.pad_token_id, token(BOS), token(EOS), token(SEP)
+        self.image_id, self.patch_id = token(IMAGE), token(PATCH)
+        self.task_ids = {task: token(t) for task, t in TASK_TOKENS.items()}
+        self.yes_id, self.no_id = token(YES), token(NO)
+        vocab = len(tokenizer)
+        self.lm = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=vocab,
+                hidden_size=config.lm_dim,
+                intermediate_size=config.lm_mlp,
+                num_hidden_layers=config.lm_layers,
+                num_attention_heads=config.lm_heads,
+                num_key_value_heads=config.lm_heads,
+                max_position_embeddings=config.max_positions,
+                tie_word_embeddings=False,
+                pad_token_id=self.pad_id,
+                bos_token_id=self.bos_id,
+                eos_token_id=self.eos_id,
+                attn_implementation="sdpa",
+            )
+        )
+        self.patch_embed = nn.Linear(3 * config.patch**2, config.lm_dim)
+        self.patch_position = nn.Parameter(0.02 * torch.randn(config.num_patches, config.lm_dim))
+        self.image_head = build_image_head(
+            config.canvas, config.patch, config.head_width, config.head_layers, config.head_heads, config.lm_dim
+        )
+        # Texts are sampled and scored over words + <eos> only; the same mask everywhere keeps log-probs consistent.
+        special = [t for t in tokenizer.all_special_tokens if t != EOS]
+        forbidden = torch.zeros(vocab, dtype=torch.bool)
+        forbidden[tokenizer.convert_tokens_to_ids(special)] = True
+        self.register_buffer("forbidden", forbidden, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_position.device
+
+    # ----- sequences and the LM -----
+
+    def _rows(
+        self, task_id: int, contexts: Sequence[str], with_image: bool, targets: Sequence[list[int]], end: bool
+    ) -> Layout:
+        image = [self.image_id] + [self.patch_id] * self.config.num_patches if with_image else []
+        rows = [
+            [self.bos_id, *image, task_id, *ctx, self.sep_id, *tgt, *([self.eos_id] if end else [])]
+            for ctx, tgt in zip(encode_words(self.tokenizer, contexts), targets, strict=True)
+        ]
+        longest = max(len(r) for r in rows)
+        if longest > self.config.max_positions:
+            raise ValueError(f"a sequence of {longest} tokens exceeds max_positions={self.config.max_positions}")
+        layout = left_pad(rows, self.pad_id)
+        return Layout(layout.input_ids.to(self.device), layout.attention_mask.to(self.device))
+
+    def _check_images(self, images: Tensor) -> Tensor:
+        size = self.config.canvas
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+            raise ValueError(f"images must have shape (B, 3, {size}, {size}), got {tuple(images.shape)}")
+        return images.to(self.device, torch.float32)
+
+    def _embed(self, layout: Layout, images: Tensor | None) -> Tensor:
+        embeds = self.lm.get_input_embeddings()(layout.input_ids)  # (B, L, D)
+        if images is None:
+            return embeds
+        patches = patchify(self._check_images(images) * 2 - 1, self.config.patch)  # (B, N, 3 p p)
+        patch_embeds = self.patch_embed(patches) + self.patch_position  # (B, N, D)
+        is_patch = (layout.input_ids == self.patch_id)[..., None]  # (B, L, 1)
+        return embeds.masked_scatter(is_patch, patch_embeds)
+
+    def _hidden(self, layout: Layout, images: Tensor | None) -> Tensor:
+        """(B, L, D) last hidden states of the LM."""
+        positions = (layout.attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, L)
+        embeds = self._embed(layout, images)  # (B, L, D)
+        out = self.lm.model(inputs_embeds=embeds, attention_mask=layout.attention_mask.long(), position_ids=positions)
+        return out.last_hidden_state
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """(..., V) next-token logits with special tokens (but <eos>) excluded."""
+        return self.lm.lm_head(hidden).float().masked_fill(self.forbidden, float("-inf"))
+
+    # ----- text -----
+
+    def _query_layout(self, query: TextQuery) -> Layout:
+        no_targets = [[]] * len(query.contexts)
+        return self._rows(self.task_ids[query.task], query.contexts, query.images is not None, no_targets, end=False)
+
+    def text_logprobs(self, query: TextQuery, token_ids: Tensor, temperature: float = 1.0) -> Tensor:
+        """(B, T) log-probs (with grad) of continuations `token_ids` (right-padded with <pad>) of `query`."""
+        prompt = self._query_layout(query)
+        token_ids = token_ids.to(self.device)
+        mask = token_ids != self.pad_id  # (B, T)
+        layout = Layout(torch.cat([prompt.input_ids, token_ids], 1), torch.cat([prompt.attention_mask, mask], 1))
+        hidden = self._hidden(layout, query.images)  # (B, Lp + T, D)
+        start = prompt.input_ids.shape[1] - 1
+        logits = self._logits(hidden[:, start : start + token_ids.shape[1]]) / temperature  # (B, T, V)
+        safe_ids = torch.where(mask, token_ids, self.eos_id)  # (B, T)
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, safe_ids[..., None])[..., 0]  # (B, T)
+        return torch.where(mask, logp, 0.0)
+
+    def encode_targets(self, targets: Sequence[str], end: bool = True) -> Tensor:
+        """(B, T) ids of target texts (+ <eos> when `end`), right-padded with <pad>."""
+        rows = [ids + ([self.eos_id] if end else []) for ids in encode_words(self.tokenizer, targets)]
+        return right_pad(rows, self.pad_id)
+
+    @torch.no_grad()
+    def sample_text(
+        self, query: TextQuery, sampling: SamplingConfig, generator: torch.Generator | None = None
+    ) -> TextSample:
+        """Sample a continuation of each query with temperature / top-p (greedy at temperature 0), KV-cached."""
+        layout = self._query_layout(query)
+        mask = layout.attention_mask.long()  # (B, L)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L)
+        cache = DynamicCache(config=self.lm.config)
+        out = self.lm.model(
+            inputs_embeds=self._embed(layout, query.images), attention_mask=mask, position_ids=positions,
+            past_key_values=cache, use_cache=True,
+        )
+        batch = mask.shape[0]
+        next_position = positions[:, -1:] + 1  # (B, 1)
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        scoring_temperature = sampling.temperature if sampling.temperature > 0 else 1.0
+        tokens, logprobs = [], []
+        for _ in range(sampling.max_new_tokens):
+            logits = self._logits(out.last_hidden_state[:, -1])  # (B, V)
+            token = sample_token(logits, sampling.temperature, sampling.top_p, generator)  # (B,)
+            logp = torch.log_softmax(logits / scoring_temperature, dim=-1).gather(-1, token[:, None])[:, 0]  # (B,)
+            tokens.append(torch.where(done, self.pad_id, token))
+            logprobs.append(torch.where(done, 0.0, logp))
+            done = done | (token == self.eos_id)
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (B, L + 1)
+            out = self.lm.model(
+                input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
+                past_key_values=out.past_key_values, use_cache=True,
+            )
+            next_position = next_position + 1
+        token_ids = torch.stack(tokens, dim=1)  # (B, T)
+        texts = [
+            self.tokenizer.decode([i for i in row if i not in (self.pad_id, self.eos_id)]) for row in token_ids.tolist()
+        ]
+        mask = token_ids != self.pad_id  # (B, T)
+        return TextSample(texts, token_ids, torch.stack(logprobs, dim=1), mask, query, scoring_temperature)
+
+    def reason(
+        self, prompts: Sequence[str], sampling: SamplingConfig, generator: torch.Generator | None = None
+    ) -> TextSample:
+        return self.sample_text(TextQuery("reason", list(prompts)), sampling, generator)
+
+    def reflect(
+        self, images: Tensor, prompts: Sequence[str], sampling: SamplingConfig, generator: torch.Generator | None = None
+    ) -> TextSample:
+        return self.sample_text(TextQuery("reflect", list(prompts), images), sampling, generator)
+
+    def answer(self, images: Tensor, questions: Sequence[str], max_new_tokens: int = 16) -> TextSample:
+        greedy = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
+        return self.sample_text(TextQuery("answer", list(questions), images), greedy)
+
+    @torch.no_grad()
+    def judge(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        layout = self._query_layout(TextQuery("judge", list(prompts), images))
+        logits = self._logits(self._hidden(layout, images)[:, -1])  # (B, V)
+        return torch.softmax(logits[:, [self.yes_id, self.no_id]], dim=-1)[:, 0]
+
+    @torch.no_grad()
+    def prompt_likelihood(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        if any(not p.strip() for p in prompts):
+            raise ValueError("prompt_likelihood got an empty prompt")
+        targets = self.encode_targets(prompts, end=False)  # (B, T)
+        logp = self.text_logprobs(TextQuery("caption", [""] * len(prompts), images), targets)  # (B, T)
+        count = (targets != self.pad_id).sum(dim=1)  # (B,)
+        return torch.exp(logp.sum(dim=1) / count)
+
+    # ----- images -----
+
+    def encode_condition(self, condition: ImageCondition) -> EncodedCondition:
+        """LM hidden states of the conditioning span (with grad, so the flow loss trains the LM too)."""
+        n = len(condition.prompts)
+        if condition.is_edit:
+            sources = self._check_images(condition.sources)
+            layout = self._rows(self.task_ids["edit"], condition.prompts, True, [[]] * n, end=True)
+        else:
+            sources = None
+            reasoning = [[]] * n if condition.reasoning is None else encode_words(self.tokenizer, condition.reasoning)
+            layout = self._rows(self.task_ids["generate"], condition.prompts, False, reasoning, end=True)
+        hidden = self._hidden(layout, sources)  # (B, L, D)
+        span = layout.attention_mask & (layout.input_ids != self.patch_id)  # (B, L)
+        order = torch.sort((~span).int(), dim=1, stable=True).indices[:, : int(span.sum(1).max())]  # (B, Lc)
+        states = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Lc, D)
+        mask = span.gather(1, order)  # (B, Lc)
+        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, D)
+        return EncodedCondition(states, mask, pooled, None if sources is None else sources * 2 - 1)
+
+    def velocity(self, condition: EncodedCondition, x_t: Tensor, t: Tensor) -> Tensor:
+        """(B, 3, H, W) velocity (noise - data) at x_t (B, 3, H, W) in [-1, 1] scale and times t (B,)."""
+        source = condition.sources if condition.sources is not None else torch.zeros_like(x_t)
+        num_image = self.config.num_patches
+        attend = torch.cat([condition.mask.new_ones(x_t.shape[0], num_image), condition.mask], dim=1)  # (B, N + Lc)
+        return self.image_head(
+            hidden_states=torch.cat([x_t, source], dim=1),  # (B, 6, H, W)
+            encoder_hidden_states=condition.states,
+            pooled_projections=condition.pooled,
+            timestep=t * 1000,  # SD3's sinusoidal time embedding expects the 0..1000 scale
+            joint_attention_kwargs={"attention_mask": attend[:, None, None, :]},
+            return_dict=False,
+        )[0]
+
+    def _velocity_fn(self, condition: ImageCondition, cfg_scale: float):
+        cond = self.encode_condition(condition)
+        uncond = self.encode_condition(condition.unconditional()) if cfg_scale != 1.0 else cond
+        return guided(lambda x, t: self.velocity(cond, x, t), lambda x, t: self.velocity(uncond, x, t), cfg_scale)
+
+    @torch.no_grad()
+    def sample_images(
+        self,
+        condition: ImageCondition,
+        sampling: SamplingConfig,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ImageSample:
+        """Integrate the guided flow from noise; records the SDE steps listed in `sampling.sde_steps`."""
+        shape = (len(condition.prompts), 3, self.config.canvas, self.config.canvas)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        velocity_fn = self._velocity_fn(condition, sampling.cfg_scale)
+        schedule = timesteps(sampling.steps, sampling.timestep_shift).to(self.device)
+        noise = noise.to(self.device)
+        x0, steps = sample_images(velocity_fn, noise, schedule, sampling.sde_steps, sampling.eta_a, generator)
+        images = (x0.clamp(-1, 1) + 1) / 2  # (B, 3, H, W)
+        transitions = SdeTransitions(steps, condition, sampling.cfg_scale) if sampling.sde_steps else None
+        return ImageSample(images, transitions)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        reasoning: Sequence[str] | None,
+        sampling: SamplingConfig,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ImageSample:
+        condition = ImageCondition(list(prompts), None if reasoning is None else list(reasoning))
+        return self.sample_images(condition, sampling, noise, generator)
+
+    def edit(
+        self,
+        images: Tensor,
+        instructions: Sequence[str],
+        sampling: SamplingConfig,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ImageSample:
+        return self.sample_images(ImageCondition(list(instructions), sources=images), sampling, noise, generator)
+
+    def transition_distribution(self, transitions: SdeTransitions) -> StepDistribution:
+        velocity_fn = self._velocity_fn(transitions.condition, transitions.cfg_scale)
+        return transition_distribution(velocity_fn, transitions.steps)
+
+    # ----- save / load -----
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json, model.safetensors and the tokenizer files into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
+        self.tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, expected: TinyConfig | None = None) -> "TinyUnifiedModel":
+        """Load a saved model; with `expected`, a checkpoint of any other config raises ValueError."""
+        directory = Path(directory)
+        try:
+            config = TinyConfig.model_validate_json((directory / CONFIG_FILE).read_text())
+        except ValidationError as error:
+            message = error.errors()[0]["msg"]
+            raise ValueError(f"{directory / CONFIG_FILE} is not a valid TinyConfig: {message}") from None
+        if expected is not None and config != expected:
+            saved, wanted = config.model_dump(), expected.model_dump()
+            diff = ", ".join(
+                f"{k}: checkpoint {v!r} != expected {wanted[k]!r}" for k, v in saved.items() if v != wanted[k]
+            )
+            raise ValueError(f"checkpoint {directory} has a different TinyConfig ({diff})")
+        model = cls(config, PreTrainedTokenizerFast.from_pretrained(directory))
+        state = load_file(directory / WEIGHTS_FILE)
+        own = model.state_dict()
+        wrong = sorted(set(state) ^ set(own)) + [k for k in state if k in own and state[k].shape != own[k].shape]
+        if wrong:
+            raise ValueError(f"weights in {directory} do not fit its config/tokenizer (mismatching: {wrong[:3]})")
+        model.load_state_dict(state)
+        return model
+
