@@ -22,6 +22,8 @@ class Stage:
     """Outputs cached and versioned by DVC."""
     metrics: tuple[str, ...] = ()
     """JSON metrics files (kept in git, not the DVC cache)."""
+    plots: tuple[str, ...] = ()
+    """Plot data files (kept in git, not the DVC cache); how to draw them is in PLOTS."""
 
     @property
     def cmd(self) -> str:
@@ -42,11 +44,41 @@ STAGES: tuple[Stage, ...] = (
         name="sft",
         params=("base", "sft"),
         deps=(*COMMON_CODE, "r3/models", "r3/train", "r3/evals", "flows/sft.py", "tasks/sft.py",
+              "tasks/training.py",
               str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
         outs=(str(paths.SFT_CHECKPOINT), str(paths.SFT_SAMPLES)),
         metrics=(str(paths.SFT_METRICS),),
     ),
+    Stage(
+        name="rl",
+        params=("base", "rl"),
+        deps=(*COMMON_CODE, "r3/models", "r3/rl", "r3/rewards", "r3/train", "r3/evals", "flows/rl.py", "tasks/rl.py",
+              "tasks/training.py", str(paths.SFT_CHECKPOINT), str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
+        outs=(str(paths.RL_CHECKPOINT), str(paths.RL_SAMPLES)),
+        metrics=(str(paths.RL_METRICS),),
+    ),
+    Stage(
+        name="evaluate",
+        params=("base", "evaluate"),
+        deps=(*COMMON_CODE, "r3/models", "r3/evals", "r3/world", "r3/rewards", "r3/train", "flows/evaluate.py",
+              "tasks/evaluate.py", str(paths.SFT_CHECKPOINT), str(paths.RL_CHECKPOINT), str(paths.SYNTH_HELDOUT)),
+        outs=(str(paths.EVALUATE_REPORT), str(paths.EVALUATE_FIGURES)),
+        metrics=(str(paths.EVALUATE_METRICS),),
+        plots=(str(paths.EVALUATE_SCALING), str(paths.EVALUATE_TAGS)),
+    ),
 )
+
+CHECKPOINT_SERIES = ["base", "sft", "rl"]
+
+PLOTS = [
+    {"Held-out GenEval++ strict accuracy vs. allowed reflect-refine rounds": {
+        "template": "linear", "x": "round", "y": {str(paths.EVALUATE_SCALING): list(CHECKPOINT_SERIES)},
+        "y_label": "strict accuracy"}},
+    {"Round-0 strict accuracy per tag": {
+        "template": "bar_horizontal", "y": "tag", "x": {str(paths.EVALUATE_TAGS): list(CHECKPOINT_SERIES)},
+        "x_label": "strict accuracy"}},
+]
+"""Top-level DVC plot definitions (`dvc plots show`): one series per evaluated checkpoint."""
 
 SECTIONS = tuple(dict.fromkeys(section for stage in STAGES for section in stage.params))
 """Every params.yaml section some stage reads; any other top-level key is an error."""
@@ -59,8 +91,10 @@ def dvc_yaml() -> dict:
                        "outs": list(stage.outs)}
         if stage.metrics:
             entry["metrics"] = [{path: {"cache": False}} for path in stage.metrics]
+        if stage.plots:
+            entry["plots"] = [{path: {"cache": False}} for path in stage.plots]
         stages[stage.name] = entry
-    return {"stages": stages}
+    return {"stages": stages, "plots": PLOTS}
 
 
 def render_dvc_yaml() -> str:

@@ -168,21 +168,24 @@ def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: 
 
 
 def write_plot_data(metrics: dict, plots_dir: Path) -> list[Path]:
-    """scaling.csv (checkpoint, round, accuracy, finished) and tags.csv (checkpoint, suite, tag, round-0 accuracy)."""
+    """DVC plot data, one column per checkpoint so that `dvc plots show` draws one series each:
+    scaling.csv (round, <checkpoint>...: accuracy after that many reflect-refine rounds) and
+    tags.csv (tag = suite/tag, <checkpoint>...: round-0 strict accuracy)."""
     plots_dir.mkdir(parents=True, exist_ok=True)
+    names = list(metrics["checkpoints"])
     scaling_path, tags_path = plots_dir / "scaling.csv", plots_dir / "tags.csv"
     with scaling_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["checkpoint", "round", "accuracy", "finished"])
-        for name, result in metrics["checkpoints"].items():
-            writer.writerows([name, r["round"], r["accuracy"], r["finished"]] for r in result["scaling"])
+        writer.writerow(["round", *names])
+        rounds = zip(*(metrics["checkpoints"][n]["scaling"] for n in names), strict=True)
+        writer.writerows([per_name[0]["round"], *(r["accuracy"] for r in per_name)] for per_name in rounds)
     with tags_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["checkpoint", "suite", "tag", "accuracy"])
-        for name, result in metrics["checkpoints"].items():
-            for suite, tags in metrics["suites"].items():
-                per_tag = result["generation"][suite][0]["per_tag"]
-                writer.writerows([name, suite, tag, per_tag[tag]] for tag in tags if tag in per_tag)
+        writer.writerow(["tag", *names])
+        for suite, tags in metrics["suites"].items():
+            for tag in tags:
+                per_tag = [metrics["checkpoints"][n]["generation"][suite][0]["per_tag"].get(tag) for n in names]
+                writer.writerow([f"{suite}/{tag}", *per_tag])
     return [scaling_path, tags_path]
 
 

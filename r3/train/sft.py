@@ -209,9 +209,9 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
             optimizer.step()
             schedule.step()
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                record({**{f"loss/{t}": float(v) for t, v in losses.items()}, "loss/total": float(total),
+                record({**{f"loss/{t}": v.item() for t, v in losses.items()}, "loss/total": total.item(),
                         "train/grad_norm": float(grad_norm), "train/lr": schedule.get_last_lr()[0]}, step)
-                bar.set_postfix(loss=f"{float(total):.3f}", gen=f"{float(losses.get('generate', 0.0)):.3f}")
+                bar.set_postfix(loss=f"{total.item():.3f}")
             if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 quick = evaluate_heldout(model, held, cfg, base, limit=cfg.quick_eval_rows)
                 record({f"heldout/{k}": v for k, v in headline(quick).items()}, step + 1)

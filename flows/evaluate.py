@@ -1,0 +1,46 @@
+"""Evaluate stage flow: untrained, SFT and RL checkpoints side by side; report, plots, MLflow."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect import flow
+
+from flows.cli import run_stage_cli
+from r3 import paths
+from r3.config import BaseConfig
+from r3.evals.evaluate import EvaluateConfig
+from tasks.cache import materialize, run_cached, stage_key
+from tasks.evaluate import evaluate_task
+from tasks.tracking import log_artifacts, log_json_metrics, stage_run
+
+SECTIONS = {"base": BaseConfig, "evaluate": EvaluateConfig}
+CHECKPOINTS = {"base": None, "sft": paths.SFT_CHECKPOINT, "rl": paths.RL_CHECKPOINT}
+"""What the report compares; `base` is the untrained model (same architecture, seeded by base.seed)."""
+
+
+@flow(name="evaluate")
+def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig) -> dict:
+    inputs = [p for p in CHECKPOINTS.values() if p is not None] + [paths.SYNTH_HELDOUT]
+    if evaluate.prompts is not None:
+        inputs.append(Path(evaluate.prompts))
+    key = stage_key("evaluate", [base, evaluate], inputs)
+    checkpoints = {name: None if p is None else str(p) for name, p in CHECKPOINTS.items()}
+    result = run_cached(evaluate_task, key, base=base, cfg=evaluate, checkpoints=checkpoints,
+                        synth_dir=str(paths.SYNTH))
+    metrics, report, plots, figures = result["paths"]
+    materialize({paths.EVALUATE_METRICS: metrics, paths.EVALUATE_REPORT: report,
+                 paths.EVALUATE_SCALING.parent: plots, paths.EVALUATE_FIGURES: figures})
+    with stage_run("evaluate", base.experiment, {"base": base, "evaluate": evaluate}):
+        log_json_metrics(result["headline"])
+        log_json_metrics(result["seconds"], prefix="seconds")
+        log_artifacts([paths.EVALUATE_METRICS, paths.EVALUATE_REPORT, paths.EVALUATE_FIGURES,
+                       paths.EVALUATE_SCALING.parent])
+    return {"outputs": [str(paths.EVALUATE_REPORT), str(paths.EVALUATE_METRICS)], "metrics": result["headline"]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage_cli("evaluate", SECTIONS, evaluate_flow, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

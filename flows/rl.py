@@ -1,0 +1,35 @@
+"""RL stage flow: Tree-RL from the SFT checkpoint; log curves, grids, checkpoint. Resumes when killed."""
+
+from collections.abc import Sequence
+
+from prefect import flow
+
+from flows.cli import run_stage_cli
+from r3 import paths
+from r3.config import BaseConfig
+from r3.rl.train import RlConfig
+from tasks.cache import run_cached, stage_key
+from tasks.rl import train_task
+from tasks.tracking import stage_run
+from tasks.training import publish_training
+
+SECTIONS = {"base": BaseConfig, "rl": RlConfig}
+
+
+@flow(name="rl")
+def rl_flow(base: BaseConfig, rl: RlConfig) -> dict:
+    key = stage_key("rl-train", [base, rl], [paths.SFT_CHECKPOINT, paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT])
+    with stage_run("rl", base.experiment, {"base": base, "rl": rl}) as run:
+        result = run_cached(train_task, key, base=base, cfg=rl, init_checkpoint=str(paths.SFT_CHECKPOINT),
+                            synth_dir=str(paths.SYNTH), run_id=run.info.run_id)
+        publish_training(result, run.info.run_id, paths.RL_CHECKPOINT, paths.RL_SAMPLES, paths.RL_METRICS)
+    return {"outputs": [str(paths.RL_CHECKPOINT), str(paths.RL_SAMPLES), str(paths.RL_METRICS)],
+            "metrics": result["headline"]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage_cli("rl", SECTIONS, rl_flow, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The R3 loop and the benchmark metrics, checked with fake models whose right answers are known."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from r3.evals.benchmarks import accuracy_by_tag, generation_by_round, make_score_fn, understanding
+from r3.evals.heldout import to_uint8
+from r3.evals.r3_loop import run_r3, scaling_metrics
+from r3.models.interface import SamplingConfig
+from r3.train.data import Table
+from r3.world.edits import STOP_ANSWER
+from r3.world.prompts import SUITES, sample_example
+from r3.world.render import render
+from r3.world.scene import Scene
+from r3.world.verifier import UnsupportedClassError, detect, verify_batch
+
+CANVAS = 32
+SAMPLING = SamplingConfig(steps=2, temperature=0.0)
+strict = make_score_fn(None)
+
+
+def _pixels(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+
+
+class SceneModel:
+    """Draws each prompt's scene without its last `missing[prompt]` objects. Reflection: the stop answer when the
+    image verifies (always, if `always_stop`), else "add <prompt>"; editing draws one more object of the scene."""
+
+    def __init__(self, examples: list[tuple[dict, Scene]], missing: dict[str, int] | None = None,
+                 always_stop: bool = False) -> None:
+        self.scenes = {record["prompt"]: scene for record, scene in examples}
+        self.records = {record["prompt"]: record for record, _ in examples}
+        self.missing = missing or {}
+        self.always_stop = always_stop
+        self.edits = 0
+
+    def _draw(self, prompt: str, count: int) -> np.ndarray:
+        scene = self.scenes[prompt]
+        return render(Scene(scene.objects[:count], scene.canvas))
+
+    def reason(self, prompts, sampling, generator=None):
+        return SimpleNamespace(texts=["layout"] * len(prompts))
+
+    def generate(self, prompts, reasoning, sampling, noise=None, generator=None):
+        images = [self._draw(p, len(self.scenes[p].objects) - self.missing.get(p, 0)) for p in prompts]
+        return SimpleNamespace(images=_pixels(images))
+
+    def reflect(self, images, prompts, sampling, generator=None):
+        if self.always_stop:
+            return SimpleNamespace(texts=[STOP_ANSWER] * len(prompts))
+        verdicts = verify_batch(to_uint8(images), [self.records[p] for p in prompts])
+        return SimpleNamespace(texts=[STOP_ANSWER if v.strict else f"add {p}" for v, p in zip(verdicts, prompts)])
+
+    def edit(self, images, instructions, sampling, noise=None, generator=None):
+        self.edits += len(instructions)
+        drawn = [self._draw(instruction.removeprefix("add "), len(detect(image)) + 1)
+                 for image, instruction in zip(to_uint8(images), instructions)]
+        return SimpleNamespace(images=_pixels(drawn))
+
+
+class BlankModel(SceneModel):
+    """Draws nothing: always wrong."""
+
+    def generate(self, prompts, reasoning, sampling, noise=None, generator=None):
+        return SimpleNamespace(images=torch.zeros(len(prompts), 3, CANVAS, CANVAS))
+
+
+class NoiseModel:
+    """Images are a function of the sampling noise only; never stops."""
+
+    def reason(self, prompts, sampling, generator=None):
+        return SimpleNamespace(texts=[""] * len(prompts))
+
+    def generate(self, prompts, reasoning, sampling, noise=None, generator=None):
+        return SimpleNamespace(images=torch.sigmoid(noise))
+
+    def reflect(self, images, prompts, sampling, generator=None):
+        return SimpleNamespace(texts=["make it so"] * len(prompts))
+
+    def edit(self, images, instructions, sampling, noise=None, generator=None):
+        return SimpleNamespace(images=(images + torch.sigmoid(noise)) / 2)
+
+
+def _examples(suite: str, tag: str, n: int, seed: int = 0) -> list[tuple[dict, Scene]]:
+    rng = np.random.default_rng(seed)
+    examples, seen = [], set()
+    while len(examples) < n:
+        record, scene = sample_example(suite, tag, rng, CANVAS)
+        if record["prompt"] not in seen:
+            seen.add(record["prompt"])
+            examples.append((record, scene))
+    return examples
+
+
+def _run(model, examples, max_rounds, batch_size=64, seed=0):
+    records = [record for record, _ in examples]
+    prompts = [r["prompt"] for r in records]
+    return run_r3(model, records, prompts, SAMPLING, max_rounds, seed, strict, CANVAS, batch_size)
+
+
+def test_perfect_model_scores_one_and_blank_model_zero_on_every_tag():
+    for suite, tags in SUITES.items():
+        examples = [e for i, tag in enumerate(tags) for e in _examples(suite, tag, 2, seed=i)]
+        tags_per_row = [record["tag"] for record, _ in examples]
+        perfect = generation_by_round(_run(SceneModel(examples), examples, 0), tags_per_row)
+        blank = generation_by_round(_run(BlankModel(examples), examples, 0), tags_per_row)
+        assert perfect == [{"overall": 1.0, "per_tag": {t: 1.0 for t in sorted(tags)}}]
+        assert blank == [{"overall": 0.0, "per_tag": {t: 0.0 for t in sorted(tags)}}]
+
+
+def test_overall_is_the_mean_of_tag_accuracies_not_of_rows():
+    result = accuracy_by_tag(np.array([1, 0, 0, 1]), ["a", "a", "a", "b"])
+    assert result["per_tag"] == {"a": pytest.approx(1 / 3), "b": 1.0}
+    assert result["overall"] == pytest.approx(2 / 3)
+
+
+def test_stopping_at_once_keeps_every_round_identical():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 4)
+    model = SceneModel(examples, missing={e[0]["prompt"]: i % 2 for i, e in enumerate(examples)}, always_stop=True)
+    trace = _run(model, examples, 3)
+    assert model.edits == 0 and len(trace.rounds) == 4
+    for later in trace.rounds[1:]:
+        np.testing.assert_array_equal(later.images, trace.rounds[0].images)
+        np.testing.assert_array_equal(later.scores, trace.rounds[0].scores)
+        assert later.finished.all()
+    assert [r["accuracy"] for r in scaling_metrics(trace)] == [0.5] * 4
+    assert [(r["improved"], r["worse"], r["unchanged"]) for r in scaling_metrics(trace)] == [(0, 0, 4)] * 4
+
+
+def test_fixing_one_error_per_round_improves_a_known_number_of_rows():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 8)  # >= 4 objects each
+    model = SceneModel(examples, missing={e[0]["prompt"]: i % 4 for i, e in enumerate(examples)})
+    trace = _run(model, examples, 3, batch_size=3)
+    rows = scaling_metrics(trace)
+    assert [r["accuracy"] for r in rows] == [0.25, 0.5, 0.75, 1.0]
+    assert [r["finished"] for r in rows] == [0.0, 0.25, 0.5, 0.75]
+    assert [(r["improved"], r["worse"], r["unchanged"]) for r in rows] == [(0, 0, 8), (2, 0, 6), (2, 0, 6), (2, 0, 6)]
+    assert model.edits == 6 + 4 + 2
+    assert trace.rounds[1].texts[0] == STOP_ANSWER and trace.rounds[2].texts[0] == ""  # row 0 stopped in round 1
+    per_round = generation_by_round(trace, ["multi_object_count_attr"] * 8)
+    assert [r["overall"] for r in per_round] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_noise_is_fixed_per_row_and_round_whatever_the_batching():
+    examples = _examples("geneval", "counting", 5)
+    first, second = _run(NoiseModel(), examples, 2, batch_size=2), _run(NoiseModel(), examples, 2, batch_size=5)
+    for a, b in zip(first.rounds, second.rounds, strict=True):
+        np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(first.rounds[0].images[0], first.rounds[0].images[1])  # rows get their own noise
+    other_seed = _run(NoiseModel(), examples, 0, seed=1)
+    assert not np.array_equal(other_seed.rounds[0].images, first.rounds[0].images)
+
+
+def test_run_r3_rejects_sde_sampling():
+    examples = _examples("geneval", "counting", 1)
+    with pytest.raises(ValueError, match="sde_steps"):
+        run_r3(NoiseModel(), [examples[0][0]], ["x"], SamplingConfig(steps=2, sde_steps=(0,)), 1, 0, strict, CANVAS)
+
+
+def test_score_fn_sends_foreign_classes_to_the_judge():
+    (record, scene), = _examples("geneval", "single_object", 1)
+    foreign = {"tag": "single_object", "include": [{"class": "dog", "count": 1}], "prompt": "a photo of a dog"}
+    images = np.stack([render(scene), render(scene)])
+    calls = []
+
+    def judge(images, records, **ctx):
+        calls.append([r["prompt"] for r in records])
+        return np.full(len(records), 0.7)
+
+    assert make_score_fn(judge)(images, [record, foreign]).tolist() == [1.0, 0.7]
+    assert calls == [["a photo of a dog"]]
+    with pytest.raises(UnsupportedClassError, match="judge"):
+        strict(images, [record, foreign])
+
+
+class AnswerModel:
+    """Answers VQA from a question -> answer table and judges ITA from a prompt -> yes/no table, optionally wrong."""
+
+    def __init__(self, answers: dict[str, str], aligned: dict[str, bool], wrong: set[str] = frozenset()) -> None:
+        self.answers, self.aligned, self.wrong = answers, aligned, wrong
+
+    def answer(self, images, questions, max_new_tokens=16):
+        return SimpleNamespace(texts=["wrong" if q in self.wrong else self.answers[q] for q in questions])
+
+    def judge(self, images, prompts):
+        return torch.tensor([float(self.aligned[p] != (p in self.wrong)) for p in prompts])
+
+
+def test_ita_and_vqa_accuracy_per_category():
+    n = 6
+    frame = pl.DataFrame({
+        "suite": ["geneval"] * n, "tag": ["counting", "counting", "colors", "colors", "colors", "colors"],
+        "prompt": [f"p{i}" for i in range(n)], "question": [f"q{i}" for i in range(n)],
+        "answer": ["yes", "no", "yes", "no", "two", "red"],
+        "category": ["count", "count", "color", "color", "size", "size"],
+    })
+    table = Table(frame, {"image": torch.zeros(n, 3, CANVAS, CANVAS, dtype=torch.uint8)})
+    answers = dict(zip(frame["question"], frame["answer"]))
+    aligned = {p: a == "yes" for p, a in zip(frame["prompt"], frame["answer"])}
+    perfect = understanding(AnswerModel(answers, aligned), table, table, batch_size=4)
+    assert perfect["vqa"] == {"overall": 1.0, "per_category": {"color": 1.0, "count": 1.0, "size": 1.0}}
+    assert perfect["ita"]["overall"] == 1.0
+    everything = set(answers) | set(aligned)
+    wrong = understanding(AnswerModel(answers, aligned, everything), table, table)
+    assert wrong["vqa"]["overall"] == 0.0 and wrong["ita"]["overall"] == 0.0
+    mixed = understanding(AnswerModel(answers, aligned, {"q0", "q2", "q3", "p0"}), table, table)
+    assert mixed["vqa"]["per_category"] == {"color": 0.0, "count": 0.5, "size": 1.0}
+    assert mixed["vqa"]["overall"] == pytest.approx(3 / 6)
+    assert mixed["ita"]["per_tag"] == {"geneval/colors": 1.0, "geneval/counting": 0.5}

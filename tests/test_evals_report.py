@@ -1,0 +1,57 @@
+"""Report tables on a hand-built metrics dict: layout, values and the arrows against SFT."""
+
+from r3.evals.report import cell, generation_table, headline_table, ita_table, vqa_table
+
+
+def _result(pp: list[float], r3: list[float], ita: float, vqa_count: float) -> dict:
+    def summary(values: list[float]) -> dict:
+        return {"overall": sum(values) / 2, "per_tag": {"counting": values[0], "color_attr": values[1]}}
+
+    return {
+        "generation": {"geneval_pp": [summary(pp), summary(pp), summary(r3)], "geneval": [summary(pp)]},
+        "scaling": [{"round": k, "accuracy": 0.0, "finished": 0.0, "improved": 0, "worse": 0, "unchanged": 2}
+                    for k in range(3)],
+        "ita": {"overall": ita, "per_tag": {"geneval_pp/counting": ita, "geneval/colors": 1.0}},
+        "vqa": {"overall": vqa_count, "per_category": {"count": vqa_count}},
+    }
+
+
+METRICS = {
+    "suites": {"geneval_pp": ["counting", "color_attr"], "geneval": ["counting", "color_attr"]},
+    "scaling_suite": "geneval_pp",
+    "max_rounds": 2,
+    "reference": "sft",
+    "checkpoints": {
+        "base": _result([0.0, 0.0], [0.0, 0.5], 0.5, 0.25),
+        "sft": _result([0.5, 0.25], [0.5, 0.5], 0.75, 0.5),
+        "rl": _result([0.75, 0.25], [1.0, 0.5], 0.75, 0.75),
+    },
+}
+
+
+def test_cell_marks_change_against_the_reference():
+    assert cell(0.5) == "0.500"
+    assert cell(0.6, 0.5) == "0.600 ↑" and cell(0.4, 0.5) == "0.400 ↓" and cell(0.5, 0.5) == "0.500"
+    assert cell(None, 0.5) == "-"
+
+
+def test_generation_table_has_r3_rows_on_the_scaling_suite_with_arrows_against_sft():
+    lines = generation_table(METRICS, "geneval_pp").splitlines()
+    assert lines[0] == "| Model | counting | color_attr | Overall |"
+    assert lines[2] == "| base | 0.000 ↓ | 0.000 ↓ | 0.000 ↓ |"
+    assert lines[3] == "| base + R3 (≤2 rounds) | 0.000 ↓ | 0.500 | 0.250 ↓ |"
+    assert lines[4] == "| sft | 0.500 | 0.250 | 0.375 |"
+    assert lines[5] == "| sft + R3 (≤2 rounds) | 0.500 | 0.500 | 0.500 |"
+    assert lines[6] == "| rl | 0.750 ↑ | 0.250 | 0.500 ↑ |"
+    assert lines[7] == "| rl + R3 (≤2 rounds) | 1.000 ↑ | 0.500 | 0.750 ↑ |"
+    assert len(generation_table(METRICS, "geneval").splitlines()) == 2 + 3  # round 0 rows only
+
+
+def test_understanding_and_headline_tables():
+    ita = ita_table(METRICS, "geneval_pp").splitlines()
+    assert ita[0] == "| Model | counting | Mean |" and ita[4] == "| rl | 0.750 | 0.750 |"
+    vqa = vqa_table(METRICS).splitlines()
+    assert vqa[0] == "| Model | count | Overall |" and vqa[2] == "| base | 0.250 ↓ | 0.250 ↓ |"
+    headline = headline_table(METRICS).splitlines()
+    assert headline[0] == "| Model | GenEval++ | GenEval++ + R3 | GenEval | ITA | VQA |"
+    assert headline[4] == "| rl | 0.500 ↑ | 0.750 ↑ | 0.500 ↑ | 0.750 | 0.750 ↑ |"

@@ -1,0 +1,111 @@
+"""The evaluate stage end to end on tiny untrained models and tiny synth tables: files, determinism, errors."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from r3.config import BaseConfig
+from r3.data.synth import SynthConfig, build_table, heldout_pool
+from r3.evals.evaluate import EvaluateConfig, file_suite, first_per_tag, run_evaluate
+from r3.models.interface import SamplingConfig
+from r3.models.tiny import TinyConfig, TinyUnifiedModel
+from r3.models.tokenizer import build_tokenizer
+from r3.world.geneval_io import write_prompt_file
+from r3.world.prompts import vocabulary
+
+BASE = BaseConfig(num_threads=1)
+MODEL = TinyConfig(patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=1, head_heads=2)
+CFG = EvaluateConfig(per_tag=1, max_rounds=2, grid_rows=3,
+                     sampling=SamplingConfig(steps=2, cfg_scale=1.5, temperature=0.0, max_new_tokens=12))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, dict[str, Path | None]]:
+    """Tiny held-out synth tables and an (untrained, differently seeded) 'sft' checkpoint."""
+    root = tmp_path_factory.mktemp("evaluate")
+    synth = SynthConfig(heldout_per_tag=2, heldout_pairs_per_tag=2, candidates_per_tag=60)
+    pool = heldout_pool(BASE, synth)
+    for table in ("prompts", "vqa", "ita"):
+        build_table(table, "heldout", BASE, synth, pool, root / "synth" / "heldout" / f"{table}.parquet")
+    torch.manual_seed(1)
+    TinyUnifiedModel(MODEL, build_tokenizer(vocabulary())).save_pretrained(root / "sft")
+    return root / "synth", {"base": None, "sft": root / "sft"}
+
+
+@pytest.fixture(scope="module")
+def runs(inputs, tmp_path_factory):
+    synth_dir, checkpoints = inputs
+    out = tmp_path_factory.mktemp("runs")
+    return [run_evaluate(BASE, CFG, checkpoints, synth_dir, out / name, MODEL) for name in ("first", "second")]
+
+
+def test_writes_metrics_report_plots_and_figures(runs):
+    result = runs[0]
+    out = result.report.parent
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == result.metrics
+    assert set(metrics["checkpoints"]) == {"base", "sft"} and metrics["reference"] == "sft"
+    sft = metrics["checkpoints"]["sft"]
+    assert len(sft["generation"]["geneval_pp"]) == 3 and len(sft["generation"]["geneval"]) == 1  # rounds 0..2 / round 0
+    assert [r["round"] for r in sft["scaling"]] == [0, 1, 2]
+    assert sum(sft["scaling"][1][k] for k in ("improved", "worse", "unchanged")) == 7  # one prompt per GenEval++ tag
+    assert 0 <= metrics["headline"]["sft/geneval_pp_r2"] <= 1 and "base/vqa" in metrics["headline"]
+
+    with (out / "plots" / "scaling.csv").open() as f:
+        scaling = list(csv.DictReader(f))
+    assert list(scaling[0]) == ["round", "base", "sft"] and len(scaling) == 3
+    assert [float(r["sft"]) for r in scaling] == [r["accuracy"] for r in sft["scaling"]]
+    with (out / "plots" / "tags.csv").open() as f:
+        tags = list(csv.DictReader(f))
+    assert list(tags[0]) == ["tag", "base", "sft"] and len(tags) == 7 + 6
+
+    assert {p.name for p in result.figures} == {"scaling.png", "r3_loop_base.png", "r3_loop_sft.png"}
+    grid = Image.open(out / "figures" / "r3_loop_sft.png")
+    assert grid.width > 3 * 32 and grid.height > 3 * 32  # 3 rows x 3 rounds of upscaled images
+    report = result.report.read_text()
+    for heading in ("## Headline", "Table 1.1: GenEval++", "Table 1.2: GenEval", "Table 2.1", "Table 3: VQA",
+                    "Inference-time scaling", "sft + R3 (≤2 rounds)", "![scaling](figures/scaling.png)"):
+        assert heading in report
+    assert set(result.seconds) == {"base", "sft"}
+
+
+def test_two_runs_give_identical_numbers(runs):
+    first, second = runs
+    assert first.metrics == second.metrics
+    for name in ("metrics.json", "report.md", "plots/scaling.csv", "plots/tags.csv"):
+        assert (first.report.parent / name).read_bytes() == (second.report.parent / name).read_bytes()
+
+
+def test_prompt_file_outside_shapeworld_needs_the_judge_before_any_work(tmp_path):
+    path = tmp_path / "geneval.jsonl"
+    write_prompt_file(path, [
+        {"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"},
+        {"tag": "single_object", "include": [{"class": "dog", "count": 1}], "prompt": "a photo of a dog"},
+    ])
+    cfg = EvaluateConfig(prompts=path)
+    with pytest.raises(ValueError, match=r"1 of 2 prompts .* evaluate\.judge is not set .*'dog'"):
+        run_evaluate(BASE, cfg, {"base": None}, tmp_path / "no-synth", tmp_path / "out", MODEL)
+    assert not (tmp_path / "out").exists()
+
+
+def test_prompt_file_suite_and_per_tag_limit():
+    records = [{"tag": t, "prompt": f"{t} {i}"} for i in range(3) for t in ("counting", "color_attr")]
+    assert file_suite(records) == "geneval_pp"
+    assert file_suite(records + [{"tag": "two_object"}]) == "geneval"
+    assert file_suite(records + [{"tag": "two_object"}, {"tag": "spatial_count_attr"}]) == "custom"
+    kept = [r["prompt"] for r in first_per_tag(records, 2)]
+    assert kept == ["counting 0", "color_attr 0", "counting 1", "color_attr 1"]
+
+
+def test_config_rejects_sde_sampling_unknown_suites_and_keys():
+    with pytest.raises(ValidationError, match="sde_steps"):
+        EvaluateConfig(sampling=SamplingConfig(steps=4, sde_steps=(1,)))
+    with pytest.raises(ValidationError, match="scaling_suite"):
+        EvaluateConfig(scaling_suite="coco")
+    with pytest.raises(ValidationError, match="extra"):
+        EvaluateConfig(rounds=3)

@@ -1,0 +1,83 @@
+"""SFT: a tiny run trains every parameter, its checkpoint round-trips, and its metrics are complete."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from r3.config import BaseConfig
+from r3.data.synth import TABLES, SynthConfig, build_table, heldout_pool
+from r3.models.interface import SamplingConfig
+from r3.models.tiny import TinyConfig, TinyUnifiedModel
+from r3.train.data import SFT_TASKS
+from r3.train.sft import SftConfig, TaskWeights, lr_factor, tasks_for_step, train_sft
+
+BASE = BaseConfig(seed=0, num_threads=1)
+MODEL = TinyConfig(canvas=32, patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64,
+                   head_width=32, head_layers=1, head_heads=2)
+TINY_SFT = SftConfig(steps=4, batch_size=4, rotating_tasks_per_step=3, warmup_steps=1, eval_every=2,
+                     quick_eval_rows=4, log_every=1, model=MODEL, sampling=SamplingConfig(steps=2, cfg_scale=2.0))
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sft_synth")
+    cfg = SynthConfig(train_per_tag=2, heldout_per_tag=1, train_pairs=16, heldout_pairs_per_tag=2, candidates_per_tag=20)
+    pool = heldout_pool(BASE, cfg)
+    for split in ("train", "heldout"):
+        for table in TABLES:
+            build_table(table, split, BASE, cfg, pool, root / split / f"{table}.parquet")
+    return root
+
+
+def test_tiny_sft_trains_every_parameter_and_round_trips(synth_dir, tmp_path):
+    logged = []
+    result = train_sft(BASE, TINY_SFT, synth_dir, tmp_path, log=lambda m, s: logged.append((m, s)))
+    torch.manual_seed(BASE.seed)
+    untrained = TinyUnifiedModel(MODEL, TinyUnifiedModel.from_pretrained(result.checkpoint).tokenizer)
+    before = dict(untrained.named_parameters())
+    after = load_file(result.checkpoint / "model.safetensors")
+    # the last SD3 block is context_pre_only: its context-query projection output is discarded (no gradient)
+    last = f"image_head.transformer_blocks.{MODEL.head_layers - 1}.attn.add_q_proj"
+    unchanged = [n for n, p in before.items() if not n.startswith(last) and torch.equal(p.detach(), after[n])]
+    assert not unchanged, f"parameters without any update: {unchanged}"
+
+    reloaded = TinyUnifiedModel.from_pretrained(result.checkpoint, expected=MODEL)
+    assert all(torch.equal(p, after[n]) for n, p in reloaded.state_dict().items())
+    with pytest.raises(ValueError, match="lm_dim"):
+        TinyUnifiedModel.from_pretrained(result.checkpoint, expected=MODEL.model_copy(update={"lm_dim": 64}))
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["headline"]) >= {"vqa", "ita", "reasoning_validity", "reflection", "editing",
+                                        "generation_strict/geneval_pp", "generation_partial/geneval_pp"}
+    assert all(0.0 <= v <= 1.0 for v in metrics["headline"].values())
+    assert len(metrics["generation"]["strict"]["per_tag"]) == 13
+    losses = {k for m, _ in logged for k in m if k.startswith("loss/")}
+    assert losses == {f"loss/{t}" for t in SFT_TASKS} | {"loss/total"}
+    assert [s for m, s in logged if "heldout/vqa" in m] == [2, 4]
+    assert {p.name for p in result.samples} >= {"generation_final.png", "editing_final.png"}
+
+
+def test_schedule_covers_every_task_and_lr_warms_up_then_decays():
+    cfg = SftConfig(steps=100, warmup_steps=10, rotating_tasks_per_step=2)
+    seen = {t for step in range(3) for t in tasks_for_step(step, cfg)}
+    assert seen == set(SFT_TASKS)
+    assert all(tasks_for_step(step, cfg)[0] == "generate" for step in range(5))
+    factors = [lr_factor(s, cfg) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] > factors[50] > factors[99] >= cfg.min_lr_ratio
+    no_edit = SftConfig(weights=TaskWeights(edit=0.0))
+    assert all("edit" not in tasks_for_step(s, no_edit) for s in range(12))
+
+
+@pytest.mark.parametrize("bad", [
+    {"weights": {t: 0.0 for t in SFT_TASKS}},
+    {"sampling": {"sde_steps": [0]}},
+    {"steps": 0},
+    {"weights": {"generaet": 1.0}},
+])
+def test_invalid_sft_configs_are_rejected(bad):
+    with pytest.raises(ValueError):
+        SftConfig.model_validate(bad)
