@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 from pydantic import Field, model_validator
 
 from r3.config import BaseConfig, Config
@@ -183,7 +184,7 @@ def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, P
     ita, vqa = Table.load(synth_dir / "heldout" / "ita.parquet"), Table.load(synth_dir / "heldout" / "vqa.parquet")
 
     results, traces, seconds = {}, {}, {}
-    for name, checkpoint in checkpoints.items():
+    for name, checkpoint in tqdm(checkpoints.items(), desc="evaluate", unit="model"):
         started = time.perf_counter()
         model = load_model(checkpoint, model_config, base.seed)
         results[name], traces[name] = evaluate_model(model, sets, cfg, score_fn, ita, vqa)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
+from r3.config import Config
 from r3.models.sampling import SdeSteps, StepDistribution
 
 TextTask = Literal["reason", "reflect", "answer", "judge", "caption"]
@@ -20,10 +21,8 @@ answer (image + question -> answer), judge (image + prompt -> yes/no), caption (
 TASKS_WITH_IMAGE: frozenset[str] = frozenset({"reflect", "answer", "judge", "caption"})
 
 
-class SamplingConfig(BaseModel):
+class SamplingConfig(Config):
     """How text and images are sampled."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     steps: int = Field(16, ge=1)
     """Number of flow-integration steps from noise to image (16 keeps CPU sampling fast at 32x32)."""

@@ -18,11 +18,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from r3.config import Config
 from r3.models.image_head import build_image_head
 from r3.models.interface import (
     ImageCondition,
@@ -38,10 +39,8 @@ from r3.models.tokenizer import BOS, EOS, IMAGE, NO, PATCH, SEP, SPECIAL_TOKENS,
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
-class TinyConfig(BaseModel):
+class TinyConfig(Config):
     """Sizes of the tiny unified model (the vocabulary comes from the tokenizer saved beside it)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     canvas: int = Field(32, ge=4)
     """Image side in pixels (square RGB images)."""

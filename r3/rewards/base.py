@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from r3.config import Config
 from r3.rewards.inputs import check_batch
 from r3.rewards.intrinsic import IntrinsicReward
 from r3.rewards.judge import JudgeReward
@@ -37,10 +38,8 @@ REGISTRY: dict[str, Callable[..., Reward]] = {
 WEIGHTED = "weighted"
 
 
-class RewardConfig(BaseModel):
+class RewardConfig(Config):
     """Which reward to build; `weighted` nests one config per component."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     """A REGISTRY key ('verifier', 'intrinsic', 'judge') or 'weighted'."""

@@ -76,6 +76,19 @@ def _approx_kl_old_new(logp_new: Tensor, logp_old: Tensor, mask: Tensor) -> Tens
     return _masked_mean(torch.exp(log_ratio) - 1.0 - log_ratio, mask)
 
 
+def _penalised_loss(pg: Tensor, kl: Tensor, beta_kl: float, mask: Tensor, clip_frac: Tensor, logp_new: Tensor,
+                    logp_old: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Masked mean of policy-gradient term + beta * KL, with the stats both policy losses report."""
+    loss = _masked_mean(pg + beta_kl * kl, mask)
+    stats = {
+        "policy_loss": _masked_mean(pg, mask).detach(),
+        "kl": _masked_mean(kl, mask).detach(),
+        "clip_frac": clip_frac,
+        "approx_kl": _approx_kl_old_new(logp_new, logp_old, mask),
+    }
+    return loss, stats
+
+
 def text_policy_loss(
     logp_new: Tensor,
     logp_old: Tensor,
@@ -104,14 +117,7 @@ def text_policy_loss(
     logp_ref = _zero_masked(logp_ref.detach(), mask)  # (B, T)
     pg, clip_frac = ppo_clip_loss(logp_new, logp_old, advantages[:, None], clip, mask)  # (B, T)
     kl = kl_k3(logp_new, logp_ref)  # (B, T)
-    loss = _masked_mean(pg + beta_kl * kl, mask)
-    stats = {
-        "policy_loss": _masked_mean(pg, mask).detach(),
-        "kl": _masked_mean(kl, mask).detach(),
-        "clip_frac": clip_frac,
-        "approx_kl": _approx_kl_old_new(logp_new, logp_old, mask),
-    }
-    return loss, stats
+    return _penalised_loss(pg, kl, beta_kl, mask, clip_frac, logp_new, logp_old)
 
 
 def image_policy_loss(
@@ -157,14 +163,7 @@ def image_policy_loss(
     pg, clip_frac = ppo_clip_loss(logp_new, logp_old, advantages, clip, mask)  # (B,)
     sq = (mean_new - mean_ref) ** 2 / std_t**2  # (B, ...)
     kl = sq.flatten(1).mean(dim=1)  # (B,)
-    loss = _masked_mean(pg + beta_kl * kl, mask)
-    stats = {
-        "policy_loss": _masked_mean(pg, mask).detach(),
-        "kl": _masked_mean(kl, mask).detach(),
-        "clip_frac": clip_frac,
-        "approx_kl": _approx_kl_old_new(logp_new, logp_old, mask),
-    }
-    return loss, stats
+    return _penalised_loss(pg, kl, beta_kl, mask, clip_frac, logp_new, logp_old)
 
 
 def total_loss(text: Tensor, image: Tensor, w_text: float = 1.0, w_image: float = 2.0) -> Tensor:

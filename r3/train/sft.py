@@ -5,6 +5,7 @@ step (the slowest skill to learn), the other tasks in a fixed rotation so that e
 the same number of examples per cycle. Learning rate: linear warm-up then cosine decay.
 """
 
+import copy
 import json
 import math
 import time
@@ -68,6 +69,8 @@ class SftConfig(Config):
     """AdamW weight decay."""
     grad_clip: float = Field(1.0, gt=0)
     """Global gradient-norm clip."""
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+    """Decay of the exponential moving average of the weights that is evaluated and saved (0 = raw weights)."""
     weights: TaskWeights = TaskWeights()
     """Loss weight per task."""
     model: TinyConfig = TinyConfig()
@@ -104,6 +107,15 @@ def lr_factor(step: int, cfg: SftConfig) -> float:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """ema <- d * ema + (1 - d) * model, with d ramped up as (1 + step) / (10 + step) early in training
+    so that the average is not dominated by the random initialisation."""
+    d = min(decay, (1 + step) / (10 + step))
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(ema_params, params, 1 - d)
 
 
 def tasks_for_step(step: int, cfg: SftConfig) -> list[str]:
@@ -187,6 +199,7 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
     train = SynthSplit.load(synth_dir / "train")
     held = SynthSplit.load(synth_dir / "heldout")
     model = TinyUnifiedModel(cfg.model, build_tokenizer(vocabulary()))
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     rng = np.random.default_rng([base.seed, 3])
@@ -208,20 +221,22 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             schedule.step()
+            if ema is not model:
+                ema_update(ema, model, step, cfg.ema_decay)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 record({**{f"loss/{t}": v.item() for t, v in losses.items()}, "loss/total": total.item(),
                         "train/grad_norm": float(grad_norm), "train/lr": schedule.get_last_lr()[0]}, step)
                 bar.set_postfix(loss=f"{total.item():.3f}")
             if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                quick = evaluate_heldout(model, held, cfg, base, limit=cfg.quick_eval_rows)
+                quick = evaluate_heldout(ema, held, cfg, base, limit=cfg.quick_eval_rows)
                 record({f"heldout/{k}": v for k, v in headline(quick).items()}, step + 1)
-                samples += sample_grids(model, held, cfg, base, out_dir / "samples", f"step{step + 1:05d}")
+                samples += sample_grids(ema, held, cfg, base, out_dir / "samples", f"step{step + 1:05d}")
         train_seconds = time.perf_counter() - started
-        metrics = evaluate_heldout(model, held, cfg, base)
+        metrics = evaluate_heldout(ema, held, cfg, base)
         record({f"heldout/{k}": v for k, v in headline(metrics).items()}, cfg.steps)
-    samples += sample_grids(model, held, cfg, base, out_dir / "samples", "final")
+    samples += sample_grids(ema, held, cfg, base, out_dir / "samples", "final")
     checkpoint = out_dir / "checkpoint"
-    model.save_pretrained(checkpoint)
+    ema.save_pretrained(checkpoint)
     metrics = {"headline": headline(metrics), **metrics,
                "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
