@@ -75,8 +75,8 @@ PLOTS = [
         "template": "linear", "x": "round", "y": {str(paths.EVALUATE_SCALING): list(CHECKPOINT_SERIES)},
         "y_label": "strict accuracy"}},
     {"Round-0 strict accuracy per tag": {
-        "template": "bar_horizontal", "y": "tag", "x": {str(paths.EVALUATE_TAGS): list(CHECKPOINT_SERIES)},
-        "x_label": "strict accuracy"}},
+        "template": "scatter", "x": "tag", "y": {str(paths.EVALUATE_TAGS): list(CHECKPOINT_SERIES)},
+        "y_label": "strict accuracy"}},
 ]
 """Top-level DVC plot definitions (`dvc plots show`): one series per evaluated checkpoint."""
 
