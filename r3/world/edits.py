@@ -8,6 +8,7 @@ description that is unique in the scene, see `describe`):
 `apply_edit` carries out an instruction exactly, so a fix can be checked by the verifier.
 """
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -173,33 +174,35 @@ def _extra(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tu
     return None
 
 
-def _recolor(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
+def _change_attribute(scene: Scene, record: dict[str, Any], rng: np.random.Generator, attribute: str,
+                      other_value: Callable[[str, np.random.Generator], str]) -> tuple[Scene, str] | None:
+    """Give one object whose `attribute` (color / size) the prompt asserts another value; the instruction
+    restores the old value ("make the <object> <old value>")."""
     for i in rng.permutation(len(scene.objects)):
         obj = scene.objects[i]
-        if not any(matches(obj, e) and e.get("color") for e in record["include"]):
+        if not any(matches(obj, e) and e.get(attribute) for e in record["include"]):
             continue
-        others = [c for c in COLORS if c != obj.color]
-        recolored = replace(obj, color=others[int(rng.integers(len(others)))])
-        wrong = replace(scene, objects=tuple(recolored if k == i else o for k, o in enumerate(scene.objects)))
-        instruction = f"make the {describe(recolored, wrong)} {obj.color}"
+        changed = replace(obj, **{attribute: other_value(getattr(obj, attribute), rng)})
+        if not fits(changed, _without(scene, i), scene.canvas):
+            continue
+        wrong = replace(scene, objects=tuple(changed if k == i else o for k, o in enumerate(scene.objects)))
+        instruction = f"make the {describe(changed, wrong)} {getattr(obj, attribute)}"
         if _fixes(wrong, instruction, record):
             return wrong, instruction
     return None
+
+
+def _other_color(color: str, rng: np.random.Generator) -> str:
+    others = [c for c in COLORS if c != color]
+    return others[int(rng.integers(len(others)))]
+
+
+def _recolor(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
+    return _change_attribute(scene, record, rng, "color", _other_color)
 
 
 def _resize(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
-    for i in rng.permutation(len(scene.objects)):
-        obj = scene.objects[i]
-        if not any(matches(obj, e) and e.get("size") for e in record["include"]):
-            continue
-        resized = replace(obj, size=SIZES[1 - SIZES.index(obj.size)])
-        if not fits(resized, _without(scene, i), scene.canvas):
-            continue
-        wrong = replace(scene, objects=tuple(resized if k == i else o for k, o in enumerate(scene.objects)))
-        instruction = f"make the {describe(resized, wrong)} {obj.size}"
-        if _fixes(wrong, instruction, record):
-            return wrong, instruction
-    return None
+    return _change_attribute(scene, record, rng, "size", lambda size, rng: SIZES[1 - SIZES.index(size)])
 
 
 def _move(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
