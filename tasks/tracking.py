@@ -64,12 +64,13 @@ def log_json_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
     mlflow.log_metrics(numeric)
 
 
-def log_artifacts(paths: list[Path], artifact_path: str | None = None) -> None:
+def log_artifacts(paths: list[Path]) -> None:
+    """Files go to the run's artifact root, directories into a folder of their own name."""
     for path in paths:
         if path.is_dir():
-            mlflow.log_artifacts(str(path), artifact_path=f"{artifact_path}/{path.name}" if artifact_path else path.name)
+            mlflow.log_artifacts(str(path), artifact_path=path.name)
         elif path.exists():
-            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            mlflow.log_artifact(str(path))
 
 
 def metric_logger(run_id: str):
