@@ -227,3 +227,17 @@ def test_colour_reward_raises_that_colours_frequency(inputs: tuple[Path, Path], 
     rewards = [row["reward/reason_mean"] for row in map(json.loads, result.history.read_text().splitlines())
                if "reward/reason_mean" in row]
     assert np.mean(rewards[-10:]) > np.mean(rewards[:10]) + 0.05, rewards
+
+
+def test_reasoning_format_reward_parses_or_satisfies() -> None:
+    from r3.rl.rollout import reasoning_format_ok
+
+    record = {"tag": "counting", "prompt": "two circles", "include": [{"class": "circle", "count": 2}],
+              "exclude": [{"class": "circle", "count": 3}]}
+    texts = ["small red circle at 1 1 ; small red circle at 5 5",  # parses and satisfies
+             "small red circle at 1 1",  # parses, one circle short
+             "red at"]  # does not parse
+    assert reasoning_format_ok(texts, [record] * 3, 32, "parses").tolist() == [True, True, False]
+    assert reasoning_format_ok(texts, [record] * 3, 32, "satisfies").tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="reasoning_format"):
+        reasoning_format_ok(texts, [record] * 3, 32, "valid")

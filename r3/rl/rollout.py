@@ -33,7 +33,7 @@ from r3.rl.buffer import Node
 from r3.rl.schedule import StepKind
 from r3.rl.stage_rewards import is_perfect, reason_rewards, refine_rewards
 from r3.world.edits import STOP_ANSWER
-from r3.world.layout import parse_layout
+from r3.world.layout import layout_satisfies, parse_layout
 from r3.world.scene import COLORS, GRID, SHAPES, SIZES
 
 
@@ -53,6 +53,8 @@ class RolloutSettings:
     """SDE noise scale `a` of refine steps."""
     normalize_std: bool
     """Divide advantages by the group's reward std."""
+    reasoning_format: str = "parses"
+    """What the reason step's format reward f checks: "parses" (DESIGN.md) or "satisfies"."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,16 @@ def component_stats(components: dict[str, np.ndarray]) -> dict[str, float]:
     return {f"reward/{name}": float(np.mean(values)) for name, values in components.items() if len(values)}
 
 
+def reasoning_format_ok(texts: Sequence[str], records: Sequence[dict], canvas: int, mode: str) -> Tensor:
+    """(B,) bool format reward of reasoning texts: the layout parses ("parses", DESIGN.md), or parses and
+    satisfies its prompt ("satisfies": an exact ShapeWorld check, against layouts that drift off the prompt)."""
+    if mode == "parses":
+        return torch.tensor([parse_layout(z, canvas) is not None for z in texts])
+    if mode == "satisfies":
+        return torch.tensor([layout_satisfies(z, r, canvas) for z, r in zip(texts, records, strict=True)])
+    raise ValueError(f"reasoning_format {mode!r}: expected 'parses' or 'satisfies'")
+
+
 @torch.no_grad()
 def reason_rollouts(policy: TinyUnifiedModel, reference: TinyUnifiedModel, reward: Reward, records: list[dict],
                     settings: RolloutSettings, sde_index: int, seeds: Sequence[int],
@@ -123,7 +135,7 @@ def reason_rollouts(policy: TinyUnifiedModel, reference: TinyUnifiedModel, rewar
     alignment, components = score(reward, images, group_records, policy, reference)
     scored = time.perf_counter()
 
-    format_ok = torch.tensor([parse_layout(z, canvas) is not None for z in text.texts])  # (B,)
+    format_ok = reasoning_format_ok(text.texts, group_records, canvas, settings.reasoning_format)  # (B,)
     r = torch.from_numpy(alignment).float()  # (B,)
     text_reward, image_reward = reason_rewards(format_ok, r)  # (B,), (B,)
     text_adv = group_advantages(text_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -117,6 +118,9 @@ class RlConfig(Config):
     """Alignment reward r (see the module docstring for why partial credit)."""
     checkpoint_every: int = Field(25, ge=1)
     """Steps between resume checkpoints."""
+    reasoning_format: Literal["parses", "satisfies"] = "parses"
+    """Format reward f of reason steps: the layout text parses (DESIGN.md), or also satisfies the prompt
+    (exact ShapeWorld check; a departure that stops sampled layouts drifting off the prompt)."""
     eval_every: int = Field(50, ge=1)
     """Steps between held-out strict accuracy checks (the reward-hacking monitor)."""
     eval_rows: int = Field(64, ge=1)
@@ -135,7 +139,8 @@ class RlConfig(Config):
     def rollout_settings(self) -> RolloutSettings:
         text = SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
         image = SamplingConfig(steps=self.sample_steps, timestep_shift=self.timestep_shift, cfg_scale=self.cfg_scale)
-        return RolloutSettings(self.group_size, text, image, self.eta_reason, self.eta_refine, self.normalize_std)
+        return RolloutSettings(self.group_size, text, image, self.eta_reason, self.eta_refine, self.normalize_std,
+                               self.reasoning_format)
 
 
 @dataclass(frozen=True)
