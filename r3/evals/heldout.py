@@ -7,6 +7,7 @@ overall generation accuracy is the mean of its tag accuracies (as GenEval++ comp
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from r3.models.interface import SamplingConfig, UnifiedModel
 from r3.train.data import Table
 from r3.world.edits import STOP_ANSWER
 from r3.world.layout import layout_satisfies
-from r3.world.verifier import verify_batch
+from r3.world.verifier import Verdict, verify_batch
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=48)
 
@@ -61,9 +62,9 @@ def _tag_keys(table: Table, index: np.ndarray) -> list[str]:
     return [f"{s}/{t}" for s, t in zip(table.texts("suite", index), table.texts("tag", index), strict=True)]
 
 
-def _over_rows(table: Table, batch_size: int, limit: int | None, fn: Callable[[np.ndarray], list[float]]) -> tuple[list[float], np.ndarray]:
+def _over_rows(table: Table, batch_size: int, limit: int | None, fn: Callable[[np.ndarray], list[Any]]) -> tuple[list[Any], np.ndarray]:
     n = len(table) if limit is None else min(limit, len(table))
-    values: list[float] = []
+    values: list[Any] = []
     for index in chunks(n, batch_size):
         values += fn(index)
     return values, np.arange(n)
@@ -104,21 +105,16 @@ def reasoning_validity(model: UnifiedModel, enrichment: Table, canvas: int, batc
 def generation_accuracy(model: UnifiedModel, enrichment: Table, sampling: SamplingConfig, canvas: int, seed: int,
                         batch_size: int = 64, limit: int | None = None) -> dict:
     """Reason (greedy) then generate (ODE) per held-out prompt; strict and partial verifier scores."""
-    strict: list[float] = []
-    partial: list[float] = []
-
-    def score(index: np.ndarray) -> list[float]:
+    def score(index: np.ndarray) -> list[Verdict]:
         prompts = enrichment.texts("prompt", index)
         reasoning = model.reason(prompts, GREEDY).texts
         images = model.generate(prompts, reasoning, sampling, noise=noise_for(index, canvas, seed)).images
-        verdicts = verify_batch(to_uint8(images), enrichment.records(index))
-        strict.extend(float(v.strict) for v in verdicts)
-        partial.extend(float(v.partial) for v in verdicts)
-        return []
+        return verify_batch(to_uint8(images), enrichment.records(index))
 
-    _, index = _over_rows(enrichment, batch_size, limit, score)
+    verdicts, index = _over_rows(enrichment, batch_size, limit, score)
     keys = _tag_keys(enrichment, index)
-    return {"strict": suite_summary(strict, keys), "partial": suite_summary(partial, keys)}
+    return {"strict": suite_summary([float(v.strict) for v in verdicts], keys),
+            "partial": suite_summary([float(v.partial) for v in verdicts], keys)}
 
 
 def suite_summary(values: list[float], keys: list[str]) -> dict:

@@ -139,6 +139,11 @@ def _cells(canvas: int, rng: np.random.Generator) -> list[tuple[float, float]]:
     return [cell_center(int(k % GRID), int(k // GRID), canvas) for k in order]
 
 
+def _replaced(scene: Scene, i: int, obj: SceneObject) -> Scene:
+    """The scene with its i-th object swapped for `obj` (order kept)."""
+    return replace(scene, objects=tuple(obj if k == i else o for k, o in enumerate(scene.objects)))
+
+
 def _without(scene: Scene, i: int) -> list[SceneObject]:
     return [o for k, o in enumerate(scene.objects) if k != i]
 
@@ -185,7 +190,7 @@ def _change_attribute(scene: Scene, record: dict[str, Any], rng: np.random.Gener
         changed = replace(obj, **{attribute: other_value(getattr(obj, attribute), rng)})
         if not fits(changed, _without(scene, i), scene.canvas):
             continue
-        wrong = replace(scene, objects=tuple(changed if k == i else o for k, o in enumerate(scene.objects)))
+        wrong = _replaced(scene, i, changed)
         instruction = f"make the {describe(changed, wrong)} {getattr(obj, attribute)}"
         if _fixes(wrong, instruction, record):
             return wrong, instruction
@@ -231,7 +236,7 @@ def _move(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tup
                 )
                 if not crossed or not fits(moved, others, canvas):
                     continue
-                wrong = replace(scene, objects=tuple(moved if k == i else o for k, o in enumerate(scene.objects)))
+                wrong = _replaced(scene, i, moved)
                 instruction = f"move the {describe(moved, wrong)} to {col} {row}"
                 if _fixes(wrong, instruction, record):
                     return wrong, instruction
