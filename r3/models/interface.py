@@ -3,13 +3,14 @@
 Images are float tensors (B, 3, H, W) in [0, 1]; every method is batched over B.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import Field, model_validator
-from torch import Tensor
+from torch import Tensor, nn
 
 from r3.config import Config
 from r3.models.sampling import SdeSteps, StepDistribution
@@ -182,3 +183,63 @@ class UnifiedModel(Protocol):
     def transition_distribution(self, transitions: SdeTransitions) -> StepDistribution:
         """Mean, std and log-prob (with grad) of recorded SDE steps under the current weights, CFG re-applied."""
         ...
+
+
+class ModelSettings(Protocol):
+    """What the stages and the supervised losses read from a backend's config, whatever the backend."""
+
+    @property
+    def canvas(self) -> int:
+        """Side of the square images the model reads and writes, in pixels."""
+        ...
+
+    @property
+    def cfg_dropout(self) -> float:
+        """Probability of training on the empty condition (for classifier-free guidance)."""
+        ...
+
+    @property
+    def timestep_sampling(self) -> Literal["uniform", "logit_normal"]:
+        """Flow-matching training time distribution."""
+        ...
+
+
+class TrainableUnifiedModel(UnifiedModel, Protocol):
+    """A `UnifiedModel` the SFT and RL stages can train: the hooks of r3.models.losses and the torch module API.
+
+    The flow-matching hooks work in the backend's own image space ("latents"): pixels in [-1, 1] for `tiny`,
+    scaled VAE latents for `hf-composite`.
+    """
+
+    config: ModelSettings
+    pad_id: int
+    """Id that right-pads `encode_targets` rows (masked out of every text loss)."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode_targets(self, targets: Sequence[str], end: bool = True) -> Tensor:
+        """(B, T) ids of target texts (+ the end token when `end`), right-padded with `pad_id`."""
+        ...
+
+    def encode_condition(self, condition: ImageCondition) -> Any:
+        """The backend's encoding of an image condition, passed back to `velocity`."""
+        ...
+
+    def velocity(self, condition: Any, x_t: Tensor, t: Tensor) -> Tensor:
+        """Velocity (noise - data) at latents x_t (B, C, h, w) and times t (B,) in [0, 1]."""
+        ...
+
+    def to_latents(self, images: Tensor, edit: bool = False) -> Tensor:
+        """(B, C, h, w) flow-space data of images (B, 3, H, W) in [0, 1] (`edit`: the editing model's space)."""
+        ...
+
+    def save_pretrained(self, directory: str | Path) -> None: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def requires_grad_(self, requires_grad: bool = True) -> Any: ...

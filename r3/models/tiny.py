@@ -42,6 +42,9 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 class TinyConfig(Config):
     """Sizes of the tiny unified model (the vocabulary comes from the tokenizer saved beside it)."""
 
+    backend: Literal["tiny"] = "tiny"
+    """Which backend this config builds (the key of r3.models.registry.ModelConfig); checkpoints written before
+    the key existed load as tiny."""
     canvas: int = Field(32, ge=4)
     """Image side in pixels (square RGB images)."""
     patch: int = Field(4, ge=1)
@@ -333,6 +336,10 @@ class TinyUnifiedModel(nn.Module):
         mask = span.gather(1, order)  # (B, Lc)
         pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, D)
         return EncodedCondition(states, mask, pooled, None if sources is None else sources * 2 - 1)
+
+    def to_latents(self, images: Tensor, edit: bool = False) -> Tensor:
+        """The head's flow space is pixels: (B, 3, H, W) in [0, 1] -> [-1, 1], for editing and generation alike."""
+        return images.to(self.device, torch.float32) * 2 - 1
 
     def velocity(self, condition: EncodedCondition, x_t: Tensor, t: Tensor) -> Tensor:
         """(B, 3, H, W) velocity (noise - data) at x_t (B, 3, H, W) in [-1, 1] scale and times t (B,)."""
