@@ -7,26 +7,27 @@ from prefect import flow
 
 from flows.cli import run_stage_cli
 from r3 import paths
-from r3.config import BaseConfig
+from r3.config import BaseConfig, RunnerConfig
 from r3.evals.evaluate import EvaluateConfig
 from tasks.cache import materialize, run_cached, stage_key
 from tasks.evaluate import evaluate_task
 from tasks.tracking import log_artifacts, log_json_metrics, stage_run
 
-SECTIONS = {"base": BaseConfig, "evaluate": EvaluateConfig}
+SECTIONS = {"base": BaseConfig, "evaluate": EvaluateConfig, "runner": RunnerConfig}
 CHECKPOINTS = {"base": None, "sft": paths.SFT_CHECKPOINT, "rl": paths.RL_CHECKPOINT}
 """What the report compares; `base` is the untrained model (same architecture, seeded by base.seed)."""
 
 
 @flow(name="evaluate")
-def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig) -> dict:
+def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConfig) -> dict:
+    """Shards run on `runner`, which changes no number and so is not part of the cache key."""
     inputs = [p for p in CHECKPOINTS.values() if p is not None] + [paths.SYNTH_HELDOUT]
     if evaluate.prompts is not None:
         inputs.append(Path(evaluate.prompts))
     key = stage_key("evaluate", [base, evaluate], inputs)
     checkpoints = {name: None if p is None else str(p) for name, p in CHECKPOINTS.items()}
     result = run_cached(evaluate_task, key, base=base, cfg=evaluate, checkpoints=checkpoints,
-                        synth_dir=str(paths.SYNTH))
+                        synth_dir=str(paths.SYNTH), runner=runner)
     metrics, report, plots, figures = result["paths"]
     materialize({paths.EVALUATE_METRICS: metrics, paths.EVALUATE_REPORT: report,
                  paths.EVALUATE_SCALING.parent: plots, paths.EVALUATE_FIGURES: figures})

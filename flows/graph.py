@@ -59,9 +59,10 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="evaluate",
-        params=("base", "evaluate"),
+        params=("base", "evaluate", "runner"),
         deps=(*COMMON_CODE, "r3/models", "r3/evals", "r3/world", "r3/rewards", "r3/train", "flows/evaluate.py",
-              "tasks/evaluate.py", str(paths.SFT_CHECKPOINT), str(paths.RL_CHECKPOINT), str(paths.SYNTH_HELDOUT)),
+              "tasks/evaluate.py", "tasks/runner.py", str(paths.SFT_CHECKPOINT), str(paths.RL_CHECKPOINT),
+              str(paths.SYNTH_HELDOUT)),
         outs=(str(paths.EVALUATE_REPORT), str(paths.EVALUATE_FIGURES)),
         metrics=(str(paths.EVALUATE_METRICS),),
         plots=(str(paths.EVALUATE_SCALING), str(paths.EVALUATE_TAGS)),
@@ -80,8 +81,11 @@ PLOTS = [
 ]
 """Top-level DVC plot definitions (`dvc plots show`): one series per evaluated checkpoint."""
 
-SECTIONS = tuple(dict.fromkeys(section for stage in STAGES for section in stage.params))
-"""Every params.yaml section some stage reads; any other top-level key is an error."""
+SERVE_SECTIONS = ("schedule",)
+"""Sections that no stage reads: `python -m flows.serve` takes the pipeline's schedule from them."""
+
+SECTIONS = tuple(dict.fromkeys(section for stage in STAGES for section in stage.params)) + SERVE_SECTIONS
+"""Every params.yaml section; any other top-level key is an error."""
 
 
 def dvc_yaml() -> dict:

@@ -1,4 +1,8 @@
-"""RL stage flow: Tree-RL from the SFT checkpoint; log curves, grids, checkpoint. Resumes when killed."""
+"""RL stage flow: Tree-RL from the SFT checkpoint; log curves, grids, checkpoint. Resumes when killed.
+
+`python -m flows.rl`, or on several GPUs `accelerate launch --config_file configs/accelerate/ddp.yaml -m flows.rl`
+(configs/accelerate/: single, ddp, fsdp).
+"""
 
 from collections.abc import Sequence
 
@@ -11,24 +15,35 @@ from r3.rl.train import RlConfig
 from tasks.cache import run_cached, stage_key
 from tasks.rl import train_task
 from tasks.tracking import stage_run
-from tasks.training import publish_training
+from tasks.training import publish_training, training_task
 
 SECTIONS = {"base": BaseConfig, "rl": RlConfig}
 
 
+def train_key(base: BaseConfig, rl: RlConfig) -> str:
+    return stage_key("rl-train", [base, rl], [paths.SFT_CHECKPOINT, paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT])
+
+
 @flow(name="rl")
 def rl_flow(base: BaseConfig, rl: RlConfig) -> dict:
-    key = stage_key("rl-train", [base, rl], [paths.SFT_CHECKPOINT, paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT])
-    with stage_run("rl", base.experiment, {"base": base, "rl": rl}) as run:
-        result = run_cached(train_task, key, base=base, cfg=rl, init_checkpoint=str(paths.SFT_CHECKPOINT),
-                            synth_dir=str(paths.SYNTH), run_id=run.info.run_id)
+    key = train_key(base, rl)
+    with stage_run("rl", base.experiment, {"base": base, "rl": rl}, base.system_metrics) as run:
+        result = run_cached(training_task(train_task), key, base=base, cfg=rl,
+                            init_checkpoint=str(paths.SFT_CHECKPOINT), synth_dir=str(paths.SYNTH),
+                            run_id=run.info.run_id)
         publish_training(result, run.info.run_id, paths.RL_CHECKPOINT, paths.RL_SAMPLES, paths.RL_METRICS)
     return {"outputs": [str(paths.RL_CHECKPOINT), str(paths.RL_SAMPLES), str(paths.RL_METRICS)],
             "metrics": result["headline"]}
 
 
+def rl_follower(base: BaseConfig, rl: RlConfig) -> None:
+    """A non-main process of a multi-process launch: train alongside the main process; write and log nothing."""
+    train_task.fn(key=train_key(base, rl), base=base, cfg=rl, init_checkpoint=str(paths.SFT_CHECKPOINT),
+                  synth_dir=str(paths.SYNTH), run_id=None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage_cli("rl", SECTIONS, rl_flow, argv)
+    return run_stage_cli("rl", SECTIONS, rl_flow, argv, follower=rl_follower)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""SFT stage flow: train the tiny unified model on the synth tables; log curves, grids, checkpoint."""
+"""SFT stage flow: train the tiny unified model on the synth tables; log curves, grids, checkpoint.
+
+`python -m flows.sft`, or on several GPUs `accelerate launch --config_file configs/accelerate/ddp.yaml -m flows.sft`
+(configs/accelerate/: single, ddp, fsdp).
+"""
 
 from collections.abc import Sequence
 
@@ -11,23 +15,33 @@ from r3.train.sft import SftConfig
 from tasks.cache import run_cached, stage_key
 from tasks.sft import train_task
 from tasks.tracking import stage_run
-from tasks.training import publish_training
+from tasks.training import publish_training, training_task
 
 SECTIONS = {"base": BaseConfig, "sft": SftConfig}
 
 
+def train_key(base: BaseConfig, sft: SftConfig) -> str:
+    return stage_key("sft-train", [base, sft], [paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT])
+
+
 @flow(name="sft")
 def sft_flow(base: BaseConfig, sft: SftConfig) -> dict:
-    key = stage_key("sft-train", [base, sft], [paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT])
-    with stage_run("sft", base.experiment, {"base": base, "sft": sft}) as run:
-        result = run_cached(train_task, key, base=base, cfg=sft, synth_dir=str(paths.SYNTH), run_id=run.info.run_id)
+    key = train_key(base, sft)
+    with stage_run("sft", base.experiment, {"base": base, "sft": sft}, base.system_metrics) as run:
+        result = run_cached(training_task(train_task), key, base=base, cfg=sft, synth_dir=str(paths.SYNTH),
+                            run_id=run.info.run_id)
         publish_training(result, run.info.run_id, paths.SFT_CHECKPOINT, paths.SFT_SAMPLES, paths.SFT_METRICS)
     return {"outputs": [str(paths.SFT_CHECKPOINT), str(paths.SFT_SAMPLES), str(paths.SFT_METRICS)],
             "metrics": result["headline"]}
 
 
+def sft_follower(base: BaseConfig, sft: SftConfig) -> None:
+    """A non-main process of a multi-process launch: train alongside the main process; write and log nothing."""
+    train_task.fn(key=train_key(base, sft), base=base, cfg=sft, synth_dir=str(paths.SYNTH), run_id=None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage_cli("sft", SECTIONS, sft_flow, argv)
+    return run_stage_cli("sft", SECTIONS, sft_flow, argv, follower=sft_follower)
 
 
 if __name__ == "__main__":

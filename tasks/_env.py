@@ -1,4 +1,5 @@
-"""Keep Prefect's home, database and result storage inside the project (git-ignored `.prefect/`).
+"""Keep Prefect's home, database and result storage inside the project (git-ignored `.prefect/`), and
+keep the logs of the libraries under it quiet.
 
 Must run before `prefect` is first imported, so `tasks/__init__.py` calls it.
 """
@@ -19,3 +20,5 @@ def configure_prefect_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Dask's INFO lines (every worker start and stop) would drown the flow's own log under the dask runner.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")

@@ -16,7 +16,8 @@ from tasks.tracking import metric_logger
 
 
 @task(name="rl-train", **CACHED)
-def train_task(key: str, base: BaseConfig, cfg: RlConfig, init_checkpoint: str, synth_dir: str, run_id: str) -> dict:
+def train_task(key: str, base: BaseConfig, cfg: RlConfig, init_checkpoint: str, synth_dir: str,
+               run_id: str | None) -> dict:
     """Train from the SFT checkpoint; curves stream into MLflow run `run_id` (not part of the cache key)."""
     out = artifact_dir(key)
     result = train_rl(base, cfg, Path(init_checkpoint), Path(synth_dir), out, log=metric_logger(run_id))

@@ -11,7 +11,7 @@ from tasks.tracking import metric_logger
 
 
 @task(name="sft-train", **CACHED)
-def train_task(key: str, base: BaseConfig, cfg: SftConfig, synth_dir: str, run_id: str) -> dict:
+def train_task(key: str, base: BaseConfig, cfg: SftConfig, synth_dir: str, run_id: str | None) -> dict:
     """Train; curves stream into MLflow run `run_id` (not part of the cache key)."""
     out = artifact_dir(key)
     result = train_sft(base, cfg, Path(synth_dir), out, log=metric_logger(run_id))

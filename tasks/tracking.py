@@ -1,4 +1,8 @@
-"""MLflow run management owned by the flows: one run per stage, tagged with stage and commit."""
+"""MLflow run management owned by the flows: one run per stage, tagged with stage and commit.
+
+Runs go to MLFLOW_TRACKING_URI when it is set (a tracking server: http://host:5000), else to ./mlflow.db
+with artifacts under ./mlartifacts.
+"""
 
 import json
 import os
@@ -11,12 +15,15 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric
+from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from pydantic import BaseModel
 
 from tasks._env import PROJECT_ROOT
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 ARTIFACT_ROOT = PROJECT_ROOT / "mlartifacts"
+SYSTEM_METRICS_INTERVAL = 10.0
+"""MLflow's sampling interval of system metrics (seconds) unless MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL is set."""
 
 
 def git_commit() -> str:
@@ -45,14 +52,24 @@ def flat_params(configs: Mapping[str, BaseModel]) -> dict[str, Any]:
 
 
 @contextmanager
-def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel]) -> Iterator[mlflow.ActiveRun]:
-    """Open an MLflow run for one stage (tracking URI from MLFLOW_TRACKING_URI or ./mlflow.db)."""
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel],
+              system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """Open an MLflow run for one stage; with `system_metrics`, a background thread logs `system/*` usage
+    (CPU, memory, disk, network; GPU with nvidia-ml-py) every sampling interval until the run ends."""
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=ARTIFACT_ROOT.as_uri())
+        # A tracking server stores artifacts where it was told to (--artifacts-destination), not here.
+        server = tracking_uri.startswith(("http://", "https://"))
+        mlflow.create_experiment(experiment, artifact_location=None if server else ARTIFACT_ROOT.as_uri())
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=stage, tags={"stage": stage, "git_commit": git_commit()}) as run:
-        mlflow.log_params(flat_params(configs))
+    tags = {"stage": stage, "git_commit": git_commit()}
+    with mlflow.start_run(run_name=stage, tags=tags, log_system_metrics=system_metrics) as run:
+        params = flat_params(configs)
+        if system_metrics:
+            params["system_metrics.sampling_interval"] = (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get()
+                                                          or SYSTEM_METRICS_INTERVAL)
+        mlflow.log_params(params)
         yield run
 
 
@@ -73,8 +90,11 @@ def log_artifacts(paths: list[Path]) -> None:
             mlflow.log_artifact(str(path))
 
 
-def metric_logger(run_id: str):
-    """A `(metrics, step) -> None` callback that logs into the given run from any thread."""
+def metric_logger(run_id: str | None):
+    """A `(metrics, step) -> None` callback that logs into the given run from any thread; None logs nothing
+    (the other processes of a multi-process training run)."""
+    if run_id is None:
+        return lambda metrics, step: None
     client = mlflow.MlflowClient()
 
     def log(metrics: Mapping[str, float], step: int) -> None:

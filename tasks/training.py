@@ -1,11 +1,20 @@
-"""Shared by the training stages (sft, rl): publish a (possibly cached) training result."""
+"""Shared by the training stages (sft, rl): the cached training task to call, and publishing its result."""
 
 from pathlib import Path
 
 import mlflow
+from prefect import Task
+
+from r3.train.distributed import world_size
 
 from tasks.cache import materialize
 from tasks.tracking import log_artifacts, log_json_metrics, replay_history
+
+
+def training_task(task: Task) -> Task:
+    """Under a multi-process launch every process trains, and the others cannot read Prefect's cache, so the
+    main process does not read it either (it still writes it for later single-process runs)."""
+    return task.with_options(refresh_cache=True) if world_size() > 1 else task
 
 
 def publish_training(result: dict, run_id: str, checkpoint: Path, samples: Path, metrics: Path) -> None:

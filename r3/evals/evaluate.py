@@ -4,10 +4,17 @@ Per checkpoint: the R3 loop on every prompt (reflect-refine rounds on the scalin
 only on the others), generation accuracy per suite and tag after each round, scaling metrics, and
 ITA / VQA on the synth held-out tables. Writes metrics.json, report.md, plots/*.csv (DVC plots)
 and figures/*.png. Everything is deterministic (see r3.evals.r3_loop): two runs give equal numbers.
+
+The work splits into shards, one per (checkpoint, suite) and one per checkpoint for ITA / VQA; each
+shard runs exactly the batches the whole evaluation would, so a `ShardMap` may run them anywhere in
+any order (a Prefect task runner in `tasks.evaluate`) and the merged numbers stay identical.
 """
 
 import json
+import shutil
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +27,13 @@ from r3.config import BaseConfig, Config
 from r3.data.io import read_table
 from r3.evals import report
 from r3.evals.benchmarks import generation_by_round, make_score_fn, understanding, unsupported
-from r3.evals.r3_loop import R3Trace, ScoreFn, run_r3, scaling_metrics
-from r3.models.interface import SamplingConfig
-from r3.models.tiny import TinyConfig, TinyUnifiedModel
-from r3.models.tokenizer import build_tokenizer
+from r3.evals.r3_loop import run_r3, scaling_metrics
+from r3.models.interface import SamplingConfig, TrainableUnifiedModel
+from r3.models.registry import ModelConfig, build_model, load_checkpoint
 from r3.rewards.base import RewardConfig, build_reward
 from r3.train.data import Table
 from r3.world.geneval_io import read_prompt_file
-from r3.world.prompts import GENEVAL_PP_TAGS, GENEVAL_TAGS, SUITES, vocabulary
+from r3.world.prompts import GENEVAL_PP_TAGS, GENEVAL_TAGS, SUITES
 
 REFERENCE = "sft"
 """Checkpoint the report's arrows compare against."""
@@ -87,7 +93,42 @@ class EvalResult:
     plots: list[Path]
     figures: list[Path]
     seconds: dict[str, float]
-    """Wall time per checkpoint (kept out of metrics.json, which must be identical between runs)."""
+    """Wall time per checkpoint, summed over its shards (kept out of metrics.json, which must be identical
+    between runs)."""
+
+
+UNDERSTANDING = "understanding"
+"""The shard part that scores ITA and VQA on the synth held-out tables; every other part is a suite."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One independent piece of the evaluation."""
+
+    checkpoint: str
+    """Name of the checkpoint in the report."""
+    path: str | None
+    """Its directory; None = the untrained model."""
+    part: str
+    """A suite of `prompt_sets` (the R3 loop on its prompts) or UNDERSTANDING."""
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    metrics: dict
+    """A suite: {"generation": accuracy after each round, "scaling": scaling_metrics rows};
+    UNDERSTANDING: {"ita": ..., "vqa": ...}."""
+    seconds: float
+    figure: str | None
+    """The R3-loop sample grid, drawn by the shard of each checkpoint's looped suite."""
+
+
+ShardMap = Callable[[list[Shard]], list[ShardResult]]
+"""Runs shards (anywhere, in any order) and returns their results in the order of the shards given."""
+
+_MODEL_INIT = threading.Lock()
+"""Building a model draws from torch's global generator: one load at a time, so that shards run in threads
+build the same untrained model as a sequential run."""
 
 
 def file_suite(records: list[dict[str, Any]]) -> str:
@@ -134,25 +175,49 @@ def prompt_sets(cfg: EvaluateConfig, synth_dir: Path) -> list[PromptSet]:
     return sets
 
 
-def load_model(checkpoint: Path | None, model_config: TinyConfig, seed: int) -> TinyUnifiedModel:
+def load_model(checkpoint: Path | None, model_config: ModelConfig, seed: int) -> TrainableUnifiedModel:
     """The checkpoint, or for None a fresh untrained model of the same config (the 'base' row)."""
-    if checkpoint is None:
-        torch.manual_seed(seed)
-        return TinyUnifiedModel(model_config, build_tokenizer(vocabulary())).eval()
-    return TinyUnifiedModel.from_pretrained(checkpoint, expected=model_config).eval()
+    with _MODEL_INIT:
+        if checkpoint is None:
+            torch.manual_seed(seed)
+            return build_model(model_config).eval()
+        return load_checkpoint(checkpoint, expected=model_config).eval()
 
 
-def evaluate_model(model: TinyUnifiedModel, sets: list[PromptSet], cfg: EvaluateConfig, score_fn: ScoreFn,
-                   ita: Table, vqa: Table) -> tuple[dict, R3Trace]:
-    """Metrics of one model and the trace of the suite that ran the reflect-refine rounds."""
-    generation, scaling, looped = {}, [], None
-    for prompt_set in sets:
-        trace = run_r3(model, prompt_set.records, [r["prompt"] for r in prompt_set.records], cfg.sampling,
-                       prompt_set.rounds, cfg.seed, score_fn, model.config.canvas, cfg.batch_size)
-        generation[prompt_set.suite] = generation_by_round(trace, prompt_set.tags)
-        if looped is None or prompt_set.rounds > 0:
-            scaling, looped = scaling_metrics(trace), trace
-    return {"generation": generation, "scaling": scaling, **understanding(model, ita, vqa, cfg.batch_size)}, looped
+def looped_set(sets: list[PromptSet]) -> PromptSet:
+    """The suite whose trace gives the scaling metrics and sample grids: the one with reflect-refine rounds."""
+    return next((s for s in sets if s.rounds > 0), sets[0])
+
+
+def plan_shards(checkpoints: dict[str, Path | None], sets: list[PromptSet]) -> list[Shard]:
+    """Every (checkpoint, suite) and (checkpoint, UNDERSTANDING) pair, checkpoints in the given order."""
+    parts = [s.suite for s in sets] + [UNDERSTANDING]
+    return [Shard(name, None if path is None else str(path), part) for name, path in checkpoints.items()
+            for part in parts]
+
+
+def evaluate_shard(base: BaseConfig, cfg: EvaluateConfig, model_config: ModelConfig, synth_dir: Path, shard: Shard,
+                   figure_dir: Path) -> ShardResult:
+    """Load the shard's model and run its part; the looped suite's shard also draws the R3-loop grid."""
+    started = time.perf_counter()
+    torch.set_num_threads(base.num_threads)
+    sets = prompt_sets(cfg, synth_dir)
+    model = load_model(None if shard.path is None else Path(shard.path), model_config, base.seed)
+    if shard.part == UNDERSTANDING:
+        ita, vqa = Table.load(synth_dir / "heldout" / "ita.parquet"), Table.load(synth_dir / "heldout" / "vqa.parquet")
+        return ShardResult(understanding(model, ita, vqa, cfg.batch_size), time.perf_counter() - started, None)
+    prompt_set = next((s for s in sets if s.suite == shard.part), None)
+    if prompt_set is None:
+        raise ValueError(f"evaluate shard {shard.checkpoint}/{shard.part}: no such suite "
+                         f"(have {[s.suite for s in sets]})")
+    score_fn = make_score_fn(build_reward(cfg.judge) if cfg.judge is not None else None)
+    trace = run_r3(model, prompt_set.records, [r["prompt"] for r in prompt_set.records], cfg.sampling,
+                   prompt_set.rounds, cfg.seed, score_fn, model_config.canvas, cfg.batch_size)
+    metrics = {"generation": generation_by_round(trace, prompt_set.tags), "scaling": scaling_metrics(trace)}
+    figure = None
+    if prompt_set.suite == looped_set(sets).suite:
+        figure = str(report.loop_grid(trace, cfg.grid_rows, figure_dir / f"r3_loop_{shard.checkpoint}.png"))
+    return ShardResult(metrics, time.perf_counter() - started, figure)
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -172,39 +237,49 @@ def headline(metrics: dict) -> dict[str, float]:
 
 
 def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, Path | None], synth_dir: Path,
-                 out_dir: Path, model_config: TinyConfig) -> EvalResult:
-    """Evaluate every named checkpoint (None = untrained) and write metrics.json, report.md, plots/ and figures/."""
+                 out_dir: Path, model_config: ModelConfig, map_shards: ShardMap | None = None) -> EvalResult:
+    """Evaluate every named checkpoint (None = untrained) and write metrics.json, report.md, plots/ and figures/.
+
+    Shards run one after the other here, or through `map_shards`; their results merge in plan order.
+    """
     if not checkpoints:
         raise ValueError("evaluate: no checkpoints to evaluate")
     if model_config.canvas != base.canvas:
         raise ValueError(f"evaluate: model canvas {model_config.canvas} != base.canvas {base.canvas}")
-    torch.set_num_threads(base.num_threads)
     sets = prompt_sets(cfg, synth_dir)
-    score_fn = make_score_fn(build_reward(cfg.judge) if cfg.judge is not None else None)
-    ita, vqa = Table.load(synth_dir / "heldout" / "ita.parquet"), Table.load(synth_dir / "heldout" / "vqa.parquet")
+    shards = plan_shards(checkpoints, sets)
+    figure_dir = out_dir / "figures"
+    if map_shards is None:
+        results = [evaluate_shard(base, cfg, model_config, synth_dir, shard, figure_dir)
+                   for shard in tqdm(shards, desc="evaluate", unit="shard")]
+    else:
+        results = map_shards(shards)
+    by_shard = {(shard.checkpoint, shard.part): result for shard, result in zip(shards, results, strict=True)}
 
-    results, traces, seconds = {}, {}, {}
-    for name, checkpoint in tqdm(checkpoints.items(), desc="evaluate", unit="model"):
-        started = time.perf_counter()
-        model = load_model(checkpoint, model_config, base.seed)
-        results[name], traces[name] = evaluate_model(model, sets, cfg, score_fn, ita, vqa)
-        seconds[name] = time.perf_counter() - started
-
-    looped = next((s for s in sets if s.rounds > 0), sets[0])
+    looped = looped_set(sets)
+    per_checkpoint, seconds, loop_figures = {}, {}, []
+    for name in checkpoints:
+        suites = {s.suite: by_shard[name, s.suite].metrics for s in sets}
+        per_checkpoint[name] = {"generation": {suite: m["generation"] for suite, m in suites.items()},
+                                "scaling": suites[looped.suite]["scaling"], **by_shard[name, UNDERSTANDING].metrics}
+        seconds[name] = sum(r.seconds for (n, _), r in by_shard.items() if n == name)
+        loop_figures.append(Path(by_shard[name, looped.suite].figure))
     metrics: dict[str, Any] = {
         "suites": {s.suite: list(dict.fromkeys(s.tags)) for s in sets},
         "scaling_suite": looped.suite,
         "max_rounds": looped.rounds,
         "reference": REFERENCE if REFERENCE in checkpoints else None,
-        "checkpoints": results,
+        "checkpoints": per_checkpoint,
     }
     metrics = {"headline": headline(metrics), **metrics}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots = report.write_plot_data(metrics, out_dir / "plots")
-    figures = [report.scaling_figure(metrics, out_dir / "figures" / "scaling.png")]
-    figures += [report.loop_grid(trace, cfg.grid_rows, out_dir / "figures" / f"r3_loop_{name}.png")
-                for name, trace in traces.items()]
+    figures = [report.scaling_figure(metrics, figure_dir / "scaling.png")]
+    for figure in loop_figures:
+        if figure.parent.resolve() != figure_dir.resolve():
+            shutil.copyfile(figure, figure_dir / figure.name)
+        figures.append(figure_dir / figure.name)
     source = str(cfg.prompts) if cfg.prompts is not None else f"synth held-out prompts ({synth_dir / 'heldout'})"
     notes = [
         f"Prompts: {source}; " + ", ".join(f"{len(s.records)} {report.suite_title(s.suite)}" for s in sets) + ".",
