@@ -49,6 +49,16 @@ def test_refine_rewards_imperfect_node():
     torch.testing.assert_close(mask, torch.tensor([0.0, 1.0, 1.0]))
 
 
+def test_refine_rewards_wrong_stop_delta_only_changes_stops_on_imperfect_nodes():
+    f = torch.ones(4)
+    r_old = torch.tensor([0.5, 0.5, 1.0, 1.0])
+    stopped = torch.tensor([True, False, True, False])
+    text, image, mask = refine_rewards(f, r_old, torch.tensor([0.9, 0.75, 0.2, 0.5]), stopped, wrong_stop_delta=-0.5)
+    torch.testing.assert_close(text, torch.tensor([0.5, 1.25, 2.0, 0.5]))
+    torch.testing.assert_close(image, torch.tensor([0.5, 0.75, 1.0, 0.5]))
+    torch.testing.assert_close(mask, torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+
 def test_refine_rewards_rejects_mismatched_group():
     with pytest.raises(ValueError, match="group size"):
         refine_rewards(torch.ones(3), 0.5, torch.ones(2), torch.zeros(3, dtype=torch.bool))

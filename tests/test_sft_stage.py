@@ -64,7 +64,11 @@ def test_schedule_covers_every_task_and_lr_warms_up_then_decays():
     cfg = SftConfig(steps=100, warmup_steps=10, rotating_tasks_per_step=2)
     seen = {t for step in range(3) for t in tasks_for_step(step, cfg)}
     assert seen == set(SFT_TASKS)
-    assert all(tasks_for_step(step, cfg)[0] == "generate" for step in range(5))
+    assert all(tasks_for_step(step, cfg)[:2] == ["generate", "reason"] for step in range(5))
+    assert all(len(tasks_for_step(step, cfg)) == 4 for step in range(5))
+    rotating = SftConfig(every_step=("generate",), rotating_tasks_per_step=3)
+    assert [len(tasks_for_step(step, rotating)) for step in range(2)] == [4, 4]
+    assert {t for step in range(2) for t in tasks_for_step(step, rotating)} == set(SFT_TASKS)
     factors = [lr_factor(s, cfg) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10] > factors[50] > factors[99] >= cfg.min_lr_ratio

@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from r3.evals.heldout import to_uint8
-from r3.models.interface import SamplingConfig, SdeTransitions, TextSample
-from r3.models.tiny import TinyUnifiedModel
+from r3.models.interface import SamplingConfig, SdeTransitions, TextSample, TrainableUnifiedModel
 from r3.rewards.base import Reward, score_with_components
 from r3.rl.advantages import group_advantages
 from r3.rl.buffer import Node
@@ -55,6 +54,8 @@ class RolloutSettings:
     """Divide advantages by the group's reward std."""
     reasoning_format: str = "parses"
     """What the reason step's format reward f checks: "parses" (DESIGN.md) or "satisfies"."""
+    wrong_stop_delta: float = 0.0
+    """Refine delta of a child that stops on an imperfect node (DESIGN.md: 0)."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,8 @@ def repeat(items: Sequence[Any], times: int) -> list[Any]:
     return [item for item in items for _ in range(times)]
 
 
-def score(reward: Reward, images: np.ndarray, records: list[dict], policy: TinyUnifiedModel,
-          reference: TinyUnifiedModel) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def score(reward: Reward, images: np.ndarray, records: list[dict], policy: TrainableUnifiedModel,
+          reference: TrainableUnifiedModel) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(N,) alignment in [0, 1] and each component's (N,) scores; the models are the intrinsic reward's context."""
     if len(records) == 0:
         return np.zeros(0), {}
@@ -116,7 +117,8 @@ def reasoning_format_ok(texts: Sequence[str], records: Sequence[dict], canvas: i
 
 
 @torch.no_grad()
-def reason_rollouts(policy: TinyUnifiedModel, reference: TinyUnifiedModel, reward: Reward, records: list[dict],
+def reason_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedModel, reward: Reward,
+                    records: list[dict],
                     settings: RolloutSettings, sde_index: int, seeds: Sequence[int],
                     generator: torch.Generator) -> tuple[Rollouts, list[Node]]:
     """G (reasoning, image) rollouts per prompt record; returns them and the buffer nodes they make.
@@ -195,7 +197,8 @@ def reflection_parses(text: str) -> bool:
 
 
 @torch.no_grad()
-def refine_rollouts(policy: TinyUnifiedModel, reference: TinyUnifiedModel, reward: Reward, nodes: Sequence[Node],
+def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedModel, reward: Reward,
+                    nodes: Sequence[Node],
                     settings: RolloutSettings, sde_index: int, seeds: Sequence[int],
                     generator: torch.Generator) -> Rollouts:
     """G (reflection, edited image) children per buffer node; a child that stops keeps the node's image."""
@@ -226,7 +229,7 @@ def refine_rollouts(policy: TinyUnifiedModel, reference: TinyUnifiedModel, rewar
     r_new[active] = torch.from_numpy(alignment).float()
     format_ok = torch.tensor([reflection_parses(z) for z in text.texts])  # (B,)
     # refine_rewards is elementwise, so the whole batch goes at once and is grouped afterwards
-    text_reward, image_reward, _ = refine_rewards(format_ok, r_old, r_new, stopped)  # (B,) each
+    text_reward, image_reward, _ = refine_rewards(format_ok, r_old, r_new, stopped, settings.wrong_stop_delta)  # (B,) each
     text_adv = group_advantages(text_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
     image_adv = group_advantages(image_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
     perfect = is_perfect(r_old)  # (B,)

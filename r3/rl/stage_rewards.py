@@ -38,7 +38,7 @@ def reason_rewards(format_ok: Tensor, alignment: Tensor) -> tuple[Tensor, Tensor
 
 
 def refine_rewards(
-    format_ok: Tensor, r_old: float | Tensor, r_new: Tensor, stopped: Tensor
+    format_ok: Tensor, r_old: float | Tensor, r_new: Tensor, stopped: Tensor, wrong_stop_delta: float = 0.0
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Reflect-refine step: rewards of G children of one buffer node.
 
@@ -51,7 +51,9 @@ def refine_rewards(
     On stop the image is returned unchanged, so the child's alignment *is* r_old: we use r_old
     there whatever r_new holds (no need to re-score an image that did not change).
     delta = r_new - r_old, except delta = 1 when r_old == 1 and the model stopped
-    (stopping on a perfect image is the best possible answer).
+    (stopping on a perfect image is the best possible answer), and delta = wrong_stop_delta when
+    r_old < 1 and the model stopped (DESIGN.md: 0; a negative value is a departure that keeps a
+    policy with a weak editor from learning to always stop, see RlConfig.wrong_stop_delta).
     Returns (text_reward f * (1 + delta) (G,), image_reward r_new (G,), image_mask (G,)):
     the mask is 0 where the model stopped (no image was generated, so no image loss) else 1.
     """
@@ -67,6 +69,8 @@ def refine_rewards(
     r_old_t = torch.as_tensor(r_old, dtype=torch.float32, device=r_new.device).expand_as(r_new)  # (G,)
     r_new = torch.where(stopped, r_old_t, r_new.float())  # (G,)
     delta = r_new - r_old_t  # (G,)
-    delta = torch.where(stopped & is_perfect(r_old_t), torch.ones_like(delta), delta)  # (G,)
+    perfect = is_perfect(r_old_t)  # (G,)
+    delta = torch.where(stopped & perfect, torch.ones_like(delta), delta)  # (G,)
+    delta = torch.where(stopped & ~perfect, torch.full_like(delta, wrong_stop_delta), delta)  # (G,)
     image_mask = (~stopped).float()  # (G,)
     return f * (1.0 + delta), r_new, image_mask

@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from r3.config import BaseConfig, Config
 from r3.evals import heldout
-from r3.models.interface import SamplingConfig
-from r3.models.tiny import TinyUnifiedModel
+from r3.models.interface import SamplingConfig, TrainableUnifiedModel
+from r3.models.registry import load_checkpoint
 from r3.rewards.base import Reward, RewardConfig, build_reward
 from r3.rl.buffer import Node, RolloutBuffer
 from r3.rl.losses import image_policy_loss, text_policy_loss, total_loss
@@ -121,6 +121,10 @@ class RlConfig(Config):
     reasoning_format: Literal["parses", "satisfies"] = "parses"
     """Format reward f of reason steps: the layout text parses (DESIGN.md), or also satisfies the prompt
     (exact ShapeWorld check; a departure that stops sampled layouts drifting off the prompt)."""
+    wrong_stop_delta: float = Field(0.0, le=0)
+    """Refine delta when the model stops on an image with r < 1. DESIGN.md gives 0, so stopping is never
+    worse than an edit that does not help; with a weak SFT editor most edits hurt and the policy learns to
+    always stop (stop rate 0.60 -> 0.99 in 400 steps). A negative value makes a wrong stop cost reward."""
     eval_every: int = Field(50, ge=1)
     """Steps between held-out strict accuracy checks (the reward-hacking monitor)."""
     eval_rows: int = Field(64, ge=1)
@@ -140,7 +144,7 @@ class RlConfig(Config):
         text = SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
         image = SamplingConfig(steps=self.sample_steps, timestep_shift=self.timestep_shift, cfg_scale=self.cfg_scale)
         return RolloutSettings(self.group_size, text, image, self.eta_reason, self.eta_refine, self.normalize_std,
-                               self.reasoning_format)
+                               self.reasoning_format, self.wrong_stop_delta)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ class TrainerState:
 
     step: int
     """Steps done."""
-    policy: TinyUnifiedModel
+    policy: TrainableUnifiedModel
     optimizer: torch.optim.AdamW
     rng: np.random.Generator
     """Prompt and node choice, SDE indices, noise seeds."""
@@ -170,7 +174,7 @@ class TrainerState:
 
 # ----- the loss -----
 
-def policy_loss(policy: TinyUnifiedModel, reference: TinyUnifiedModel, rollouts: Rollouts,
+def policy_loss(policy: TrainableUnifiedModel, reference: TrainableUnifiedModel, rollouts: Rollouts,
                 cfg: RlConfig) -> tuple[Tensor, dict[str, float]]:
     """w_text * text GRPO loss + w_image * image Flow-GRPO loss of one step's rollouts, and its stats."""
     text = rollouts.text
@@ -203,7 +207,8 @@ def policy_loss(policy: TinyUnifiedModel, reference: TinyUnifiedModel, rollouts:
     return total_loss(text_loss, image_loss, cfg.w_text, cfg.w_image), stats
 
 
-def optimise(state: TrainerState, reference: TinyUnifiedModel, rollouts: Rollouts, cfg: RlConfig) -> dict[str, float]:
+def optimise(state: TrainerState, reference: TrainableUnifiedModel, rollouts: Rollouts,
+             cfg: RlConfig) -> dict[str, float]:
     """`epochs` clipped AdamW steps on one step's rollouts; stats averaged over the epochs."""
     totals: dict[str, float] = {}
     for _ in range(cfg.epochs):
@@ -217,7 +222,7 @@ def optimise(state: TrainerState, reference: TinyUnifiedModel, rollouts: Rollout
     return totals
 
 
-def train_step(state: TrainerState, reference: TinyUnifiedModel, reward: Reward, prompts: Table,
+def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Reward, prompts: Table,
                cfg: RlConfig) -> dict[str, float]:
     """Sample one step's groups (reason or refine, by the schedule), push reason nodes, optimise."""
     started = time.perf_counter()
@@ -305,8 +310,8 @@ def latest_resume(out_dir: Path, identity: dict) -> Path | None:
     return latest
 
 
-def load_resume(path: Path, cfg: RlConfig, expected_model: TinyUnifiedModel) -> TrainerState:
-    policy = TinyUnifiedModel.from_pretrained(path / "model", expected=expected_model.config)
+def load_resume(path: Path, cfg: RlConfig, expected_model: TrainableUnifiedModel) -> TrainerState:
+    policy = load_checkpoint(path / "model", expected=expected_model.config)
     optimizer = make_optimizer(policy, cfg)
     saved = torch.load(path / "state.pt", weights_only=True)
     meta = json.loads((path / "state.json").read_text())
@@ -327,21 +332,21 @@ def load_resume(path: Path, cfg: RlConfig, expected_model: TinyUnifiedModel) -> 
     return TrainerState(meta["step"], policy, optimizer, rng, generator, buffer, history)
 
 
-def make_optimizer(policy: TinyUnifiedModel, cfg: RlConfig) -> torch.optim.AdamW:
+def make_optimizer(policy: TrainableUnifiedModel, cfg: RlConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
 
 
 def fresh_state(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path) -> TrainerState:
     torch.manual_seed(base.seed)
     random.seed(base.seed)
-    policy = TinyUnifiedModel.from_pretrained(init_checkpoint)
+    policy = load_checkpoint(init_checkpoint)
     return TrainerState(0, policy, make_optimizer(policy, cfg), np.random.default_rng([base.seed, 4]),
                         torch.Generator().manual_seed(base.seed + 4), RolloutBuffer(cfg.buffer_capacity), [])
 
 
 # ----- evaluation -----
 
-def eval_view(policy: TinyUnifiedModel, cfg: RlConfig) -> SftConfig:
+def eval_view(policy: TrainableUnifiedModel, cfg: RlConfig) -> SftConfig:
     """An SftConfig carrying just what the SFT stage's evaluation helpers read (the model and its eval sampling)."""
     return SftConfig(model=policy.config, sampling=cfg.eval_sampling)
 
@@ -352,7 +357,7 @@ def spread_rows(table: Table, n: int) -> Table:
     return Table(table.frame[index], {name: images[index] for name, images in table.images.items()})
 
 
-def quick_eval(policy: TinyUnifiedModel, prompts: Table, cfg: RlConfig, base: BaseConfig) -> dict[str, float]:
+def quick_eval(policy: TrainableUnifiedModel, prompts: Table, cfg: RlConfig, base: BaseConfig) -> dict[str, float]:
     """Held-out generation accuracy with the exact verifier (strict and partial) per suite, on `prompts`."""
     policy.eval()
     gen = heldout.generation_accuracy(policy, prompts, cfg.eval_sampling, policy.config.canvas, base.seed)
@@ -381,7 +386,7 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
     """
     torch.set_num_threads(base.num_threads)
     started = time.perf_counter()
-    reference = TinyUnifiedModel.from_pretrained(init_checkpoint).eval().requires_grad_(False)
+    reference = load_checkpoint(init_checkpoint).eval().requires_grad_(False)
     if reference.config.canvas != base.canvas:
         raise ValueError(
             f"rl: checkpoint {init_checkpoint} has canvas {reference.config.canvas}, base.canvas is {base.canvas}"

@@ -3,6 +3,7 @@
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -50,7 +51,8 @@ class Table:
         return as_float(self.images[column][torch.as_tensor(np.asarray(index), dtype=torch.long)])
 
 
-SFT_TASKS = ("generate", "edit", "reason", "reflect", "answer", "judge", "caption")
+SftTask = Literal["generate", "edit", "reason", "reflect", "answer", "judge", "caption"]
+SFT_TASKS: tuple[str, ...] = get_args(SftTask)
 """Every skill the warm-up trains: two image tasks and five text tasks."""
 
 
