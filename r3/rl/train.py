@@ -18,11 +18,19 @@ python RNG states, rollout buffer, step, history) is written to out_dir/resume/s
 temporary directory and renamed into place, so a killed run never leaves a half-written checkpoint.
 A new run with the same configuration and SFT checkpoint continues from the latest one and ends with
 the same weights as an uninterrupted run (same machine and thread count, float round-off aside).
+
+Several processes (r3.train.distributed, DDP): each samples its own groups (a step trains on N times
+`prompts_per_step` / `nodes_per_step` groups) into its own rollout buffer, from its own random streams
+(rank 0 keeps a one-process run's seeds), and gradients are averaged. Only the main process evaluates,
+writes and logs; the training stats it logs are its own share. A resume checkpoint holds every process's
+random states and buffer (gathered to the main process, which writes them) and belongs to one process
+count; every process reads it from out_dir, so out_dir must be one directory they all see.
 """
 
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import tempfile
@@ -34,6 +42,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
 from pydantic import Field, model_validator
 from torch import Tensor
 from tqdm import tqdm
@@ -48,6 +58,7 @@ from r3.rl.losses import image_policy_loss, text_policy_loss, total_loss
 from r3.rl.rollout import RolloutSettings, Rollouts, reason_rollouts, refine_rollouts
 from r3.rl.schedule import sde_step_index, step_kind
 from r3.train.data import SynthSplit, Table
+from r3.train.distributed import Learner, make_accelerator, rank_seed_words
 from r3.train.sft import SftConfig, evaluate_heldout, headline, sample_grids
 
 MetricLogger = Callable[[dict[str, float], int], None]
@@ -207,24 +218,24 @@ def policy_loss(policy: TrainableUnifiedModel, reference: TrainableUnifiedModel,
     return total_loss(text_loss, image_loss, cfg.w_text, cfg.w_image), stats
 
 
-def optimise(state: TrainerState, reference: TrainableUnifiedModel, rollouts: Rollouts,
+def optimise(learner: Learner, reference: TrainableUnifiedModel, rollouts: Rollouts,
              cfg: RlConfig) -> dict[str, float]:
     """`epochs` clipped AdamW steps on one step's rollouts; stats averaged over the epochs."""
     totals: dict[str, float] = {}
     for _ in range(cfg.epochs):
-        loss, stats = policy_loss(state.policy, reference, rollouts, cfg)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(state.policy.parameters(), cfg.grad_clip)
-        state.optimizer.step()
-        for key, value in {**stats, "losses/total": float(loss.detach()), "train/grad_norm": float(grad_norm)}.items():
+        loss, stats, grad_norm = learner.step(lambda policy: policy_loss(policy, reference, rollouts, cfg),
+                                              cfg.grad_clip)
+        for key, value in {**stats, "losses/total": float(loss.detach()), "train/grad_norm": grad_norm}.items():
             totals[key] = totals.get(key, 0.0) + value / cfg.epochs
     return totals
 
 
 def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Reward, prompts: Table,
-               cfg: RlConfig) -> dict[str, float]:
-    """Sample one step's groups (reason or refine, by the schedule), push reason nodes, optimise."""
+               cfg: RlConfig, learner: Learner | None = None) -> dict[str, float]:
+    """Sample one step's groups (reason or refine, by the schedule), push reason nodes, optimise.
+
+    `learner` steps state.policy's optimizer in this launch (default: one process, for callers besides train_rl).
+    """
     started = time.perf_counter()
     kind = step_kind(state.step, cfg.reason_steps, cfg.refine_steps)
     settings = cfg.rollout_settings()
@@ -242,7 +253,7 @@ def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Re
         rollouts = refine_rollouts(state.policy, reference, reward, nodes, settings, sde_index, seeds, state.generator)
     state.policy.train()
     trained = time.perf_counter()
-    stats = optimise(state, reference, rollouts, cfg)
+    stats = optimise(learner or Learner(make_accelerator(), state.policy, state.optimizer), reference, rollouts, cfg)
     done = time.perf_counter()
     state.step += 1
     perfect, _ = state.buffer.counts()
@@ -253,37 +264,66 @@ def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Re
 
 # ----- resume checkpoints -----
 
-def run_identity(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path) -> dict:
-    """What a resume checkpoint must match: both configs and a digest of the SFT checkpoint's files."""
+def run_identity(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, processes: int) -> dict:
+    """What a resume checkpoint must match: both configs, a digest of the SFT checkpoint's files and the number
+    of processes (each has its own random streams and buffer)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in init_checkpoint.rglob("*") if p.is_file()):
         digest.update(path.relative_to(init_checkpoint).as_posix().encode())
         digest.update(path.read_bytes())
-    return {"base": base.model_dump(mode="json"), "rl": cfg.model_dump(mode="json"), "init_sha256": digest.hexdigest()}
+    return {"base": base.model_dump(mode="json"), "rl": cfg.model_dump(mode="json"), "init_sha256": digest.hexdigest(),
+            "processes": processes}
 
 
-def save_resume(state: TrainerState, out_dir: Path, identity: dict) -> Path:
-    """Write the trainer state to out_dir/resume/step-NNNNNN atomically; drop older checkpoints."""
-    resume = out_dir / RESUME_DIR
-    resume.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=resume))
-    state.policy.save_pretrained(tmp / "model")
+def process_state(state: TrainerState) -> tuple[dict, dict[str, Tensor]]:
+    """This process's own part of the trainer state, its random streams and rollout buffer: (JSON, tensors)."""
     nodes = list(state.buffer._nodes)  # RolloutBuffer has no public iterator; the FIFO order must survive as is
-    torch.save({
-        "optimizer": state.optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "generator": state.generator.get_state(),
-        "buffer_images": torch.from_numpy(np.stack([n.image for n in nodes])) if nodes else torch.zeros(0),
-    }, tmp / "state.pt")
     meta = {
-        "step": state.step,
-        "identity": identity,
         "numpy_rng": state.rng.bit_generator.state,
         "python_rng": random.getstate(),
         "buffer": [
             {"record": n.record, "alignment": n.alignment, "seed": n.seed, "reasoning": n.reasoning} for n in nodes
         ],
     }
+    tensors = {
+        "torch_rng": torch.get_rng_state(),
+        "generator": state.generator.get_state(),
+        "buffer_images": torch.from_numpy(np.stack([n.image for n in nodes])) if nodes else torch.zeros(0),
+    }
+    return meta, tensors
+
+
+def restore_process_state(meta: dict, tensors: dict[str, Tensor],
+                          cfg: RlConfig) -> tuple[np.random.Generator, torch.Generator, RolloutBuffer]:
+    """Set this process's global random states from `process_state`'s output; its numpy rng, generator, buffer."""
+    torch.set_rng_state(tensors["torch_rng"])
+    generator = torch.Generator()
+    generator.set_state(tensors["generator"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["numpy_rng"]
+    version, internal, gauss = meta["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    buffer = RolloutBuffer(cfg.buffer_capacity)
+    images = tensors["buffer_images"].numpy()
+    buffer.extend(
+        Node(n["record"], images[i], n["alignment"], n["seed"], n["reasoning"]) for i, n in enumerate(meta["buffer"])
+    )
+    return rng, generator, buffer
+
+
+def save_resume(state: TrainerState, out_dir: Path, identity: dict, accelerator: Accelerator) -> Path | None:
+    """Write the trainer state to out_dir/resume/step-NNNNNN atomically; drop older checkpoints. Every process
+    calls it; the main process writes every process's part and returns the path, the others return None."""
+    parts = gather_object([process_state(state)])  # in rank order
+    if not accelerator.is_main_process:
+        return None
+    resume = out_dir / RESUME_DIR
+    resume.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=resume))
+    state.policy.save_pretrained(tmp / "model")
+    torch.save({"optimizer": state.optimizer.state_dict(), "ranks": [tensors for _, tensors in parts]},
+               tmp / "state.pt")
+    meta = {"step": state.step, "identity": identity, "ranks": [meta for meta, _ in parts]}
     (tmp / "state.json").write_text(json.dumps(meta))
     (tmp / "history.jsonl").write_text("".join(state.history))
     final = resume / f"{STEP_PREFIX}{state.step:06d}"
@@ -310,24 +350,15 @@ def latest_resume(out_dir: Path, identity: dict) -> Path | None:
     return latest
 
 
-def load_resume(path: Path, cfg: RlConfig, expected_model: TrainableUnifiedModel) -> TrainerState:
-    policy = load_checkpoint(path / "model", expected=expected_model.config)
+def load_resume(path: Path, cfg: RlConfig, expected_model: TrainableUnifiedModel, rank: int = 0,
+                device: torch.device | None = None) -> TrainerState:
+    """The trainer state of process `rank` saved at `path`, its policy on `device`."""
+    policy = load_checkpoint(path / "model", expected=expected_model.config).to(device)
     optimizer = make_optimizer(policy, cfg)
-    saved = torch.load(path / "state.pt", weights_only=True)
+    saved = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     meta = json.loads((path / "state.json").read_text())
     optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["torch_rng"])
-    generator = torch.Generator()
-    generator.set_state(saved["generator"])
-    rng = np.random.default_rng()
-    rng.bit_generator.state = meta["numpy_rng"]
-    version, internal, gauss = meta["python_rng"]
-    random.setstate((version, tuple(internal), gauss))
-    buffer = RolloutBuffer(cfg.buffer_capacity)
-    images = saved["buffer_images"].numpy()
-    buffer.extend(
-        Node(n["record"], images[i], n["alignment"], n["seed"], n["reasoning"]) for i, n in enumerate(meta["buffer"])
-    )
+    rng, generator, buffer = restore_process_state(meta["ranks"][rank], saved["ranks"][rank], cfg)
     history = (path / "history.jsonl").read_text().splitlines(keepends=True)
     return TrainerState(meta["step"], policy, optimizer, rng, generator, buffer, history)
 
@@ -336,12 +367,15 @@ def make_optimizer(policy: TrainableUnifiedModel, cfg: RlConfig) -> torch.optim.
     return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
 
 
-def fresh_state(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path) -> TrainerState:
-    torch.manual_seed(base.seed)
-    random.seed(base.seed)
-    policy = load_checkpoint(init_checkpoint)
-    return TrainerState(0, policy, make_optimizer(policy, cfg), np.random.default_rng([base.seed, 4]),
-                        torch.Generator().manual_seed(base.seed + 4), RolloutBuffer(cfg.buffer_capacity), [])
+def fresh_state(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, rank: int = 0,
+                device: torch.device | None = None) -> TrainerState:
+    """Step 0 of process `rank`, the policy loaded from `init_checkpoint` onto `device`."""
+    torch.manual_seed(base.seed + rank)
+    random.seed(base.seed + rank)
+    policy = load_checkpoint(init_checkpoint).to(device)
+    rng = np.random.default_rng(rank_seed_words([base.seed, 4], rank))
+    generator = torch.Generator().manual_seed(base.seed + 4 + rank)
+    return TrainerState(0, policy, make_optimizer(policy, cfg), rng, generator, RolloutBuffer(cfg.buffer_capacity), [])
 
 
 # ----- evaluation -----
@@ -382,11 +416,14 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
     """Tree-RL from the SFT checkpoint; resumes from out_dir/resume when it holds this run's checkpoint.
 
     Writes out_dir/{checkpoint/, history.jsonl, metrics.json, samples/} (grids at step 0, every eval_every
-    steps and at the end).
+    steps and at the end). A non-main process of a multi-process launch trains alongside the main one and
+    returns without evaluating or writing anything: its result's headline is empty and its paths do not exist.
     """
+    accelerator = make_accelerator()
     torch.set_num_threads(base.num_threads)
+    main, rank, device = accelerator.is_main_process, accelerator.process_index, accelerator.device
     started = time.perf_counter()
-    reference = load_checkpoint(init_checkpoint).eval().requires_grad_(False)
+    reference = load_checkpoint(init_checkpoint).to(device).eval().requires_grad_(False)
     if reference.config.canvas != base.canvas:
         raise ValueError(
             f"rl: checkpoint {init_checkpoint} has canvas {reference.config.canvas}, base.canvas is {base.canvas}"
@@ -398,14 +435,18 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
     monitor = spread_rows(held.enrichment, cfg.eval_rows)
     reward = build_reward(cfg.reward)
 
-    identity = run_identity(base, cfg, init_checkpoint)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resume = latest_resume(out_dir, identity)
-    state = load_resume(resume, cfg, reference) if resume is not None else fresh_state(base, cfg, init_checkpoint)
+    identity = run_identity(base, cfg, init_checkpoint, accelerator.num_processes)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    [resume] = broadcast_object_list([latest_resume(out_dir, identity) if main else None])  # main decides, cleans up
     if resume is not None:
+        state = load_resume(resume, cfg, reference, rank, device)
         log_.info("rl: resuming from %s (step %d of %d)", resume, state.step, cfg.steps)
+    else:
+        state = fresh_state(base, cfg, init_checkpoint, rank, device)
+    learner = Learner(accelerator, state.policy, state.optimizer)
     history_path, samples_dir = out_dir / "history.jsonl", out_dir / "samples"
-    with history_path.open("w") as history:
+    with open(history_path if main else os.devnull, "w") as history:
         history.writelines(state.history)
 
         def record(metrics: dict[str, float], step: int) -> None:
@@ -419,18 +460,21 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
             record(quick_eval(state.policy, monitor, cfg, base), state.step)
             sample_grids(state.policy, held, eval_view(state.policy, cfg), base, samples_dir, f"step{state.step:05d}")
 
-        if state.step == 0:
+        if main and state.step == 0:
             check_heldout()
-        with tqdm(total=cfg.steps, initial=state.step, desc="rl", unit="step") as bar:
+        with tqdm(total=cfg.steps, initial=state.step, desc="rl", unit="step", disable=not main) as bar:
             while state.step < cfg.steps:
-                metrics = train_step(state, reference, reward, prompts, cfg)
-                record(metrics, state.step - 1)
-                bar.update(1)
-                bar.set_postfix(r=f"{metrics.get('reward/reason_mean', metrics.get('reward/refine_mean')):.3f}")
-                if state.step % cfg.eval_every == 0 and state.step < cfg.steps:
-                    check_heldout()
+                metrics = train_step(state, reference, reward, prompts, cfg, learner)
+                if main:
+                    record(metrics, state.step - 1)
+                    bar.update(1)
+                    bar.set_postfix(r=f"{metrics.get('reward/reason_mean', metrics.get('reward/refine_mean')):.3f}")
+                    if state.step % cfg.eval_every == 0 and state.step < cfg.steps:
+                        check_heldout()
                 if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
-                    save_resume(state, out_dir, identity)
+                    save_resume(state, out_dir, identity, accelerator)
+        if not main:
+            return RlResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
         train_seconds = time.perf_counter() - started
         policy = state.policy.eval()
         final = evaluate_heldout(policy, held, eval_view(policy, cfg), base)

@@ -4,11 +4,15 @@ Each optimisation step sums the weighted losses of the tasks scheduled for it: t
 (generation, the slowest skill to learn, and reasoning, which is cheap and keeps improving with updates),
 the other tasks in a fixed rotation so that each of them sees the same number of examples per cycle.
 Learning rate: linear warm-up then cosine decay.
+
+Under a multi-process launch (r3.train.distributed) every process trains on its own batches, so a step sees
+N * batch_size examples per task; only the main process keeps the EMA, evaluates and writes.
 """
 
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ from r3.models.losses import ImageBatch, flow_matching_loss, text_loss
 from r3.models.registry import ModelConfig, build_model
 from r3.models.tiny import TinyConfig
 from r3.train.data import SFT_TASKS, SftTask, SynthSplit
+from r3.train.distributed import Learner, make_accelerator, rank_seed_words
 
 MetricLogger = Callable[[dict[str, float], int], None]
 
@@ -140,6 +145,13 @@ def task_loss(model: TrainableUnifiedModel, data: SynthSplit, task: str, rng: np
     return text_loss(model, batch)
 
 
+def step_losses(model: TrainableUnifiedModel, data: SynthSplit, tasks: list[str], cfg: SftConfig,
+                rng: np.random.Generator, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted total loss of one step's tasks, and each task's loss."""
+    losses = {t: task_loss(model, data, t, rng, cfg.batch_size, generator) for t in tasks}
+    return sum(getattr(cfg.weights, t) * loss for t, loss in losses.items()), losses
+
+
 def evaluate_heldout(model: TrainableUnifiedModel, data: SynthSplit, cfg: SftConfig, base: BaseConfig,
                      limit: int | None = None) -> dict:
     """Every held-out skill metric of issue #3 (limit rows per metric for the quick curves)."""
@@ -196,46 +208,54 @@ def sample_grids(model: TrainableUnifiedModel, data: SynthSplit, cfg: SftConfig,
 
 def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
               log: MetricLogger = lambda metrics, step: None) -> SftResult:
-    """Train the tiny model from scratch on the synth tables; write checkpoint, history, samples, metrics."""
+    """Train the tiny model from scratch on the synth tables; write checkpoint, history, samples, metrics.
+
+    A non-main process of a multi-process launch trains alongside the main one and returns without evaluating
+    or writing anything: its result's headline is empty and its paths do not exist.
+    """
     torch.manual_seed(base.seed)
+    accelerator = make_accelerator()
     torch.set_num_threads(base.num_threads)
+    main, rank = accelerator.is_main_process, accelerator.process_index
     if cfg.model.canvas != base.canvas:
         raise ValueError(f"sft.model.canvas {cfg.model.canvas} != base.canvas {base.canvas}")
     train = SynthSplit.load(synth_dir / "train")
     held = SynthSplit.load(synth_dir / "heldout")
-    model = build_model(cfg.model)
-    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else model
+    model = build_model(cfg.model).to(accelerator.device)
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 and main else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    rng = np.random.default_rng([base.seed, 3])
-    generator = torch.Generator().manual_seed(base.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    learner = Learner(accelerator, model, optimizer)
+    rng = np.random.default_rng(rank_seed_words([base.seed, 3], rank))
+    generator = torch.Generator().manual_seed(base.seed + rank)
     history_path = out_dir / "history.jsonl"
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     samples: list[Path] = []
     started = time.perf_counter()
-    with history_path.open("w") as history, tqdm(range(cfg.steps), desc="sft", unit="step") as bar:
+    with open(history_path if main else os.devnull, "w") as history, \
+            tqdm(range(cfg.steps), desc="sft", unit="step", disable=not main) as bar:
         def record(metrics: dict[str, float], step: int) -> None:
             history.write(json.dumps({"step": step, **metrics}) + "\n")
             log(metrics, step)
 
         for step in bar:
-            losses = {t: task_loss(model, train, t, rng, cfg.batch_size, generator) for t in tasks_for_step(step, cfg)}
-            total = sum(getattr(cfg.weights, t) * loss for t, loss in losses.items())
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            tasks = tasks_for_step(step, cfg)
+            total, losses, grad_norm = learner.step(
+                lambda m: step_losses(m, train, tasks, cfg, rng, generator), cfg.grad_clip)
             schedule.step()
             if ema is not model:
                 ema_update(ema, model, step, cfg.ema_decay)
-            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            if main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
                 record({**{f"loss/{t}": v.item() for t, v in losses.items()}, "loss/total": total.item(),
-                        "train/grad_norm": float(grad_norm), "train/lr": schedule.get_last_lr()[0]}, step)
+                        "train/grad_norm": grad_norm, "train/lr": schedule.get_last_lr()[0]}, step)
                 bar.set_postfix(loss=f"{total.item():.3f}")
-            if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            if main and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 quick = evaluate_heldout(ema, held, cfg, base, limit=cfg.quick_eval_rows)
                 record({f"heldout/{k}": v for k, v in headline(quick).items()}, step + 1)
                 samples += sample_grids(ema, held, cfg, base, out_dir / "samples", f"step{step + 1:05d}")
+        if not main:
+            return SftResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
         train_seconds = time.perf_counter() - started
         metrics = evaluate_heldout(ema, held, cfg, base)
         record({f"heldout/{k}": v for k, v in headline(metrics).items()}, cfg.steps)
