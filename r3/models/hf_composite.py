@@ -42,6 +42,7 @@ from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTo
 from transformers.utils import cached_file
 
 from r3.config import Config
+from r3.models.guided_flow import GuidedFlowMethods
 from r3.models.hf_image import FlowCondition, KontextEditor, Sd3Generator, decode_latents, encode_images
 from r3.models.hf_text import VlmText
 from r3.models.interface import (
@@ -52,7 +53,7 @@ from r3.models.interface import (
     TextQuery,
     TextSample,
 )
-from r3.models.sampling import StepDistribution, guided, sample_images, timesteps, transition_distribution
+from r3.models.sampling import sample_images, timesteps
 
 CONFIG_FILE = "config.json"
 PARTS = ("vlm", "generator", "editor")
@@ -197,7 +198,7 @@ def lora_state(module: nn.Module) -> dict[str, Tensor]:
     return {name: value.contiguous() for name, value in module.state_dict().items() if "lora_" in name}
 
 
-class HfCompositeModel(nn.Module):
+class HfCompositeModel(nn.Module, GuidedFlowMethods):
     """The `hf-composite` backend of `UnifiedModel` (and of the training hooks of r3.models.losses)."""
 
     def __init__(self, config: HfCompositeConfig, vlm: VlmText, sd3: Sd3Generator, kontext: KontextEditor | None):
@@ -318,10 +319,6 @@ class HfCompositeModel(nn.Module):
             raise ValueError(f"pixel noise {pixel_shape} is smaller than latents {shape}; pass latent noise")
         return noise.float().flatten(1)[:, :count].reshape(shape)
 
-    def _velocity_fn(self, condition: ImageCondition, cfg_scale: float):
-        cond = self.encode_condition(condition)
-        uncond = self.encode_condition(condition.unconditional()) if cfg_scale != 1.0 else cond
-        return guided(lambda x, t: self.velocity(cond, x, t), lambda x, t: self.velocity(uncond, x, t), cfg_scale)
 
     def _on_device(self, generator: torch.Generator | None) -> torch.Generator | None:
         """A generator on the model's device, seeded from `generator`, for the sampler's SDE noise."""
@@ -342,7 +339,7 @@ class HfCompositeModel(nn.Module):
         part = self._editor() if condition.is_edit else self.sd3
         shape = (len(condition.prompts), *part.latent_shape(self.config.resolution))
         start = self._latent_noise(noise, shape, generator).to(self.device)  # (B, C, h, w)
-        velocity_fn = self._velocity_fn(condition, sampling.cfg_scale)
+        velocity_fn = self.guided_velocity(condition, sampling.cfg_scale)
         schedule = timesteps(sampling.steps, sampling.timestep_shift).to(self.device)
         latents, steps = sample_images(
             velocity_fn, start, schedule, sampling.sde_steps, sampling.eta_a, self._on_device(generator)
@@ -350,31 +347,6 @@ class HfCompositeModel(nn.Module):
         images = decode_latents(part.vae, latents).cpu()  # (B, 3, H, W)
         transitions = SdeTransitions(steps, condition, sampling.cfg_scale) if sampling.sde_steps else None
         return ImageSample(images, transitions)
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        reasoning: Sequence[str] | None,
-        sampling: SamplingConfig,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ImageSample:
-        condition = ImageCondition(list(prompts), None if reasoning is None else list(reasoning))
-        return self.sample_images(condition, sampling, noise, generator)
-
-    def edit(
-        self,
-        images: Tensor,
-        instructions: Sequence[str],
-        sampling: SamplingConfig,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ImageSample:
-        return self.sample_images(ImageCondition(list(instructions), sources=images), sampling, noise, generator)
-
-    def transition_distribution(self, transitions: SdeTransitions) -> StepDistribution:
-        velocity_fn = self._velocity_fn(transitions.condition, transitions.cfg_scale)
-        return transition_distribution(velocity_fn, transitions.steps)
 
     # ----- build / save / load -----
 

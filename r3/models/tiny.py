@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from r3.config import Config
+from r3.models.guided_flow import GuidedFlowMethods
 from r3.models.image_head import build_image_head
 from r3.models.interface import (
     ImageCondition,
@@ -33,7 +34,7 @@ from r3.models.interface import (
     TextQuery,
     TextSample,
 )
-from r3.models.sampling import StepDistribution, guided, sample_images, sample_token, timesteps, transition_distribution
+from r3.models.sampling import sample_images, sample_token, timesteps
 from r3.models.tokenizer import BOS, EOS, IMAGE, NO, PATCH, SEP, SPECIAL_TOKENS, TASK_TOKENS, YES, encode_words
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -136,7 +137,7 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tensor:
     return ids
 
 
-class TinyUnifiedModel(nn.Module):
+class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
     """The `tiny` backend of `UnifiedModel`."""
 
     def __init__(self, config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> None:
@@ -355,11 +356,6 @@ class TinyUnifiedModel(nn.Module):
             return_dict=False,
         )[0]
 
-    def _velocity_fn(self, condition: ImageCondition, cfg_scale: float):
-        cond = self.encode_condition(condition)
-        uncond = self.encode_condition(condition.unconditional()) if cfg_scale != 1.0 else cond
-        return guided(lambda x, t: self.velocity(cond, x, t), lambda x, t: self.velocity(uncond, x, t), cfg_scale)
-
     @torch.no_grad()
     def sample_images(
         self,
@@ -374,38 +370,13 @@ class TinyUnifiedModel(nn.Module):
             noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-        velocity_fn = self._velocity_fn(condition, sampling.cfg_scale)
+        velocity_fn = self.guided_velocity(condition, sampling.cfg_scale)
         schedule = timesteps(sampling.steps, sampling.timestep_shift).to(self.device)
         noise = noise.to(self.device)
         x0, steps = sample_images(velocity_fn, noise, schedule, sampling.sde_steps, sampling.eta_a, generator)
         images = (x0.clamp(-1, 1) + 1) / 2  # (B, 3, H, W)
         transitions = SdeTransitions(steps, condition, sampling.cfg_scale) if sampling.sde_steps else None
         return ImageSample(images, transitions)
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        reasoning: Sequence[str] | None,
-        sampling: SamplingConfig,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ImageSample:
-        condition = ImageCondition(list(prompts), None if reasoning is None else list(reasoning))
-        return self.sample_images(condition, sampling, noise, generator)
-
-    def edit(
-        self,
-        images: Tensor,
-        instructions: Sequence[str],
-        sampling: SamplingConfig,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ImageSample:
-        return self.sample_images(ImageCondition(list(instructions), sources=images), sampling, noise, generator)
-
-    def transition_distribution(self, transitions: SdeTransitions) -> StepDistribution:
-        velocity_fn = self._velocity_fn(transitions.condition, transitions.cfg_scale)
-        return transition_distribution(velocity_fn, transitions.steps)
 
     # ----- save / load -----
 
