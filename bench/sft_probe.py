@@ -1,0 +1,79 @@
+"""Which SFT skills are limited by updates: train some SFT tasks alone on the synth tables, report held-out curves.
+
+An untrained default tiny model is trained on the chosen tasks only (each task's batch every step, AdamW at the
+SFT learning rate with 50 warm-up steps), and every `--every` steps the held-out metrics of those tasks are
+measured on `--rows` rows. Needs the synth stage's output (`dvc repro synth`). Usage:
+`python bench/sft_probe.py --tasks reason --steps 1500` or `--tasks answer,judge --steps 1000`; the last line
+printed is one JSON object (the final point of the curve, one such line per measured point).
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from r3.evals import heldout
+from r3.models.registry import build_model
+from r3.models.tiny import TinyConfig
+from r3.train.data import SynthSplit
+from r3.train.sft import SftConfig, task_loss
+
+
+def probe_metrics(model, held: SynthSplit, tasks: list[str], canvas: int, rows: int) -> dict[str, float]:
+    """Held-out metrics of the probed text tasks (greedy decoding)."""
+    metrics = {}
+    if "answer" in tasks:
+        metrics["vqa"] = heldout.vqa_accuracy(model, held.vqa, limit=rows)["overall"]
+    if "judge" in tasks:
+        metrics["ita"] = heldout.ita_accuracy(model, held.ita, limit=rows)["overall"]
+    if "reason" in tasks:
+        metrics["reasoning_validity"] = heldout.reasoning_validity(model, held.enrichment, canvas, limit=rows)["overall"]
+    if "reflect" in tasks:
+        metrics["reflection"] = heldout.reflection_accuracy(model, held.reflection, limit=rows)["overall"]
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="reason", help="comma-separated, of: answer, judge, reason, reflect")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--synth", type=Path, default=Path("data/synth"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    tasks = args.tasks.split(",")
+    unknown = [t for t in tasks if t not in ("answer", "judge", "reason", "reflect")]
+    if unknown:
+        parser.error(f"--tasks: {unknown} are not probed text tasks (answer, judge, reason, reflect)")
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    train, held = SynthSplit.load(args.synth / "train"), SynthSplit.load(args.synth / "heldout")
+    config = TinyConfig()
+    model = build_model(config)
+    lr = SftConfig().lr
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95))
+    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    for step in range(args.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50)
+        loss = sum(task_loss(model, train, t, rng, args.batch, generator) for t in tasks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if (step + 1) % args.every == 0 or step + 1 == args.steps:
+            model.eval()
+            point = {"tasks": tasks, "step": step + 1, "seconds": round(time.perf_counter() - started, 1),
+                     **probe_metrics(model, held, tasks, config.canvas, args.rows)}
+            model.train()
+            print(json.dumps(point), flush=True)
+
+
+if __name__ == "__main__":
+    main()
