@@ -46,6 +46,7 @@ from r3.models.guided_flow import GuidedFlowMethods
 from r3.models.hf_image import FlowCondition, KontextEditor, Sd3Generator, decode_latents, encode_images
 from r3.models.hf_text import VlmText
 from r3.models.interface import (
+    FlowTrainingConfig,
     ImageCondition,
     ImageSample,
     SamplingConfig,
@@ -76,7 +77,7 @@ class HfLoraConfig(Config):
     """Module names (suffixes) of the SD3 and Kontext transformers that get adapters."""
 
 
-class HfCompositeConfig(Config):
+class HfCompositeConfig(FlowTrainingConfig):
     """A transformers VLM + a diffusers SD3 generator + a diffusers Flux-Kontext editor, from hub ids or paths."""
 
     backend: Literal["hf-composite"] = "hf-composite"
@@ -104,10 +105,6 @@ class HfCompositeConfig(Config):
     """T5 tokens of the SD3 and Kontext prompt encodings (longer prompts are truncated)."""
     editor_guidance: float = Field(2.5, ge=0)
     """Value fed to a guidance-distilled editor's guidance embedding (FLUX.1-Kontext-dev: 2.5)."""
-    cfg_dropout: float = Field(0.1, ge=0, lt=1)
-    """Probability of training the flow transformers on the empty (unconditional) text, for CFG."""
-    timestep_sampling: Literal["uniform", "logit_normal"] = "logit_normal"
-    """Flow-matching training time distribution: uniform on (0, 1) or sigmoid(N(0, 1)) as in SD3."""
 
     @model_validator(mode="after")
     def _device_parses(self) -> "HfCompositeConfig":

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from r3.models.interface import SamplingConfig, TextQuery, TextSample, TextTask
-from r3.models.sampling import sample_token
+from r3.models.sampling import decode_tokens
 from r3.models.tiny import right_pad
 from r3.world.edits import STOP_ANSWER
 
@@ -174,10 +174,7 @@ class VlmText(nn.Module):
     def sample(
         self, query: TextQuery, sampling: SamplingConfig, generator: torch.Generator | None = None
     ) -> TextSample:
-        """Sample a continuation of each query with temperature / top-p (greedy at temperature 0), KV-cached.
-
-        Tokens are drawn on the CPU (B x V is small) so that a CPU `generator` also drives a model on a GPU.
-        """
+        """Sample a continuation of each query with temperature / top-p (greedy at temperature 0), KV-cached."""
         prompt = self.prompt(query)
         mask = prompt.attention_mask  # (B, L)
         positions = self.positions(prompt.input_ids, mask, prompt.image_grid_thw)  # (3, B, L)
@@ -186,30 +183,24 @@ class VlmText(nn.Module):
             pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw, use_cache=True, logits_to_keep=1,
         )
         next_position = positions.amax(dim=(0, 2))[None, :, None] + 1  # (1, B, 1): text continues after the prompt
-        batch = mask.shape[0]
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        scoring_temperature = sampling.temperature if sampling.temperature > 0 else 1.0
-        tokens, logprobs = [], []
-        for _ in range(min(sampling.max_new_tokens, self.max_new_tokens)):
-            logits = self._logits(out.logits[:, -1])  # (B, V)
-            token = sample_token(logits.cpu(), sampling.temperature, sampling.top_p, generator).to(self.device)  # (B,)
-            logp = torch.log_softmax(logits / scoring_temperature, dim=-1).gather(-1, token[:, None])[:, 0]  # (B,)
-            tokens.append(torch.where(done, self.pad_id, token))
-            logprobs.append(torch.where(done, 0.0, logp))
-            done = done | (token == self.end_id)
-            if bool(done.all()):
-                break
+
+        def next_logits(token: Tensor) -> Tensor:
+            nonlocal out, mask, next_position
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (B, L + 1)
             out = self.model(
                 input_ids=token[:, None], attention_mask=mask, position_ids=next_position.expand(3, -1, -1),
                 past_key_values=out.past_key_values, use_cache=True,
             )
             next_position = next_position + 1
-        token_ids = torch.stack(tokens, dim=1)  # (B, T)
+            return self._logits(out.logits[:, -1])  # (B, V)
+
+        token_ids, logprobs, scoring_temperature = decode_tokens(
+            self._logits(out.logits[:, -1]), next_logits, min(sampling.max_new_tokens, self.max_new_tokens),
+            sampling.temperature, sampling.top_p, generator, self.pad_id, self.end_id,
+        )  # (B, T) each
         texts = [
             self.tokenizer.decode([i for i in row if i not in (self.pad_id, self.end_id)], skip_special_tokens=True)
             .strip()
             for row in token_ids.tolist()
         ]
-        return TextSample(texts, token_ids, torch.stack(logprobs, dim=1), token_ids != self.pad_id, query,
-                          scoring_temperature)
+        return TextSample(texts, token_ids, logprobs, token_ids != self.pad_id, query, scoring_temperature)

@@ -49,6 +49,15 @@ class SamplingConfig(Config):
         return self
 
 
+class FlowTrainingConfig(Config):
+    """The flow-matching training settings every backend's model config carries (read by r3.models.losses)."""
+
+    cfg_dropout: float = Field(0.1, ge=0, lt=1)
+    """Probability of training the flow model on the empty (unconditional) condition, for CFG."""
+    timestep_sampling: Literal["uniform", "logit_normal"] = "logit_normal"
+    """Flow-matching training time distribution: uniform on (0, 1) or sigmoid(N(0, 1)) as in SD3."""
+
+
 @dataclass(frozen=True)
 class TextQuery:
     """The input of a text task: one context string per example and, for image tasks, the images."""

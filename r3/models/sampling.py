@@ -1,4 +1,4 @@
-"""Samplers: next-token sampling (temperature, top-p) and flow matching: deterministic Euler (ODE) and
+"""Samplers: next-token sampling (temperature, top-p), the decoding loop, and flow matching: deterministic Euler (ODE) and
 the Flow-GRPO SDE step with its log-prob.
 
 Convention (DESIGN.md section 3): `x_t = (1 - t) x_data + t noise`, the velocity `v` points from data to
@@ -115,6 +115,40 @@ def sample_token(
         keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p  # (B, V)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def decode_tokens(
+    first_logits: Tensor,
+    next_logits: Callable[[Tensor], Tensor],
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    pad_id: int,
+    end_id: int,
+) -> tuple[Tensor, Tensor, float]:
+    """The autoregressive sampling loop every backend shares.
+
+    first_logits: (B, V) next-token logits after the prompt; next_logits(token (B,)) feeds the sampled tokens to
+    the model (KV-cached) and returns the following (B, V) logits. Tokens are drawn on the CPU (B x V is small) so
+    that a CPU `generator` also drives a model on a GPU.
+    Returns (token_ids (B, T) with pad_id after each row's end token, their log-probs (B, T) at the scoring
+    temperature, 0 on padding, and that temperature: `temperature`, or 1 for greedy decoding).
+    """
+    scoring_temperature = temperature if temperature > 0 else 1.0
+    logits = first_logits  # (B, V)
+    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)  # (B,)
+    tokens, logprobs = [], []
+    for step in range(max_new_tokens):
+        token = sample_token(logits.cpu(), temperature, top_p, generator).to(logits.device)  # (B,)
+        logp = torch.log_softmax(logits / scoring_temperature, dim=-1).gather(-1, token[:, None])[:, 0]  # (B,)
+        tokens.append(torch.where(done, pad_id, token))
+        logprobs.append(torch.where(done, 0.0, logp))
+        done = done | (token == end_id)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        logits = next_logits(token)
+    return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1), scoring_temperature
 
 
 def sample_images(

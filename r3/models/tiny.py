@@ -23,10 +23,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from r3.config import Config
 from r3.models.guided_flow import GuidedFlowMethods
 from r3.models.image_head import build_image_head
 from r3.models.interface import (
+    FlowTrainingConfig,
     ImageCondition,
     ImageSample,
     SamplingConfig,
@@ -34,13 +34,13 @@ from r3.models.interface import (
     TextQuery,
     TextSample,
 )
-from r3.models.sampling import sample_images, sample_token, timesteps
+from r3.models.sampling import decode_tokens, sample_images, timesteps
 from r3.models.tokenizer import BOS, EOS, IMAGE, NO, PATCH, SEP, SPECIAL_TOKENS, TASK_TOKENS, YES, encode_words
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
-class TinyConfig(Config):
+class TinyConfig(FlowTrainingConfig):
     """Sizes of the tiny unified model (the vocabulary comes from the tokenizer saved beside it)."""
 
     backend: Literal["tiny"] = "tiny"
@@ -66,10 +66,6 @@ class TinyConfig(Config):
     """Number of joint transformer blocks in the image head."""
     head_heads: int = Field(4, ge=1)
     """Attention heads per image-head block."""
-    cfg_dropout: float = Field(0.1, ge=0, lt=1)
-    """Probability of training the image head on the empty (unconditional) condition, for CFG."""
-    timestep_sampling: Literal["uniform", "logit_normal"] = "logit_normal"
-    """Flow-matching training time distribution: uniform on (0, 1) or sigmoid(N(0, 1)) as in SD3."""
 
     @model_validator(mode="after")
     def _divisible(self) -> "TinyConfig":
@@ -262,32 +258,26 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
             inputs_embeds=self._embed(layout, query.images), attention_mask=mask, position_ids=positions,
             past_key_values=cache, use_cache=True,
         )
-        batch = mask.shape[0]
         next_position = positions[:, -1:] + 1  # (B, 1)
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        scoring_temperature = sampling.temperature if sampling.temperature > 0 else 1.0
-        tokens, logprobs = [], []
-        for _ in range(sampling.max_new_tokens):
-            logits = self._logits(out.last_hidden_state[:, -1])  # (B, V)
-            token = sample_token(logits, sampling.temperature, sampling.top_p, generator)  # (B,)
-            logp = torch.log_softmax(logits / scoring_temperature, dim=-1).gather(-1, token[:, None])[:, 0]  # (B,)
-            tokens.append(torch.where(done, self.pad_id, token))
-            logprobs.append(torch.where(done, 0.0, logp))
-            done = done | (token == self.eos_id)
-            if bool(done.all()):
-                break
+
+        def next_logits(token: Tensor) -> Tensor:
+            nonlocal out, mask, next_position
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (B, L + 1)
             out = self.lm.model(
                 input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
                 past_key_values=out.past_key_values, use_cache=True,
             )
             next_position = next_position + 1
-        token_ids = torch.stack(tokens, dim=1)  # (B, T)
+            return self._logits(out.last_hidden_state[:, -1])  # (B, V)
+
+        token_ids, logprobs, scoring_temperature = decode_tokens(
+            self._logits(out.last_hidden_state[:, -1]), next_logits, sampling.max_new_tokens, sampling.temperature,
+            sampling.top_p, generator, self.pad_id, self.eos_id,
+        )  # (B, T) each
         texts = [
             self.tokenizer.decode([i for i in row if i not in (self.pad_id, self.eos_id)]) for row in token_ids.tolist()
         ]
-        mask = token_ids != self.pad_id  # (B, T)
-        return TextSample(texts, token_ids, torch.stack(logprobs, dim=1), mask, query, scoring_temperature)
+        return TextSample(texts, token_ids, logprobs, token_ids != self.pad_id, query, scoring_temperature)
 
     def reason(
         self, prompts: Sequence[str], sampling: SamplingConfig, generator: torch.Generator | None = None
