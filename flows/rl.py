@@ -1,7 +1,7 @@
 """RL stage flow: Tree-RL from the SFT checkpoint; log curves, grids, checkpoint. Resumes when killed.
 
 `python -m flows.rl`, or on several GPUs `accelerate launch --config_file configs/accelerate/ddp.yaml -m flows.rl`
-(configs/accelerate/: single, ddp; on CPUs prefix ACCELERATE_USE_CPU=true; fsdp is refused).
+(configs/accelerate/: single, ddp, fsdp for sharded weights; on CPUs prefix ACCELERATE_USE_CPU=true).
 """
 
 from collections.abc import Sequence

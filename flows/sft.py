@@ -1,7 +1,7 @@
 """SFT stage flow: train the tiny unified model on the synth tables; log curves, grids, checkpoint.
 
 `python -m flows.sft`, or on several GPUs `accelerate launch --config_file configs/accelerate/ddp.yaml -m flows.sft`
-(configs/accelerate/: single, ddp; on CPUs prefix ACCELERATE_USE_CPU=true; fsdp is refused).
+(configs/accelerate/: single, ddp, fsdp for sharded weights; on CPUs prefix ACCELERATE_USE_CPU=true).
 """
 
 from collections.abc import Sequence

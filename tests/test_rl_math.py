@@ -19,6 +19,20 @@ def test_constant_group_has_zero_advantage_with_and_without_std():
     torch.testing.assert_close(normed, torch.tensor([[0.0, 0.0, 0.0], [-s, 0.0, s]]), atol=1e-5, rtol=0)
 
 
+def test_group_advantages_over_members_only():
+    rewards = torch.tensor([[0.9, 0.2, 0.4, 0.9], [0.5, 0.5, 0.3, 0.1]])
+    members = torch.tensor([[False, True, True, False], [False, False, False, False]])
+    # baseline of group 0 is mean(0.2, 0.4) = 0.3; a group without members has no advantage at all
+    expected = torch.tensor([[0.0, -0.1, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(group_advantages(rewards, members=members), expected)
+    torch.testing.assert_close(group_advantages(rewards, normalize_std=True, members=members),
+                               torch.tensor([[0.0, -1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]), atol=1e-4, rtol=0)
+    everyone = torch.ones_like(members)
+    torch.testing.assert_close(group_advantages(rewards, members=everyone), group_advantages(rewards))
+    with pytest.raises(ValueError, match="members"):
+        group_advantages(rewards, members=members[:, :2])
+
+
 def test_group_advantages_rejects_flat_input():
     with pytest.raises(ValueError, match=r"\(N, G\)"):
         group_advantages(torch.ones(4))

@@ -1,6 +1,7 @@
 """The Tree-RL loop: a tiny run trains every parameter and writes its artifacts, a killed run resumes to the
 same weights, and a reward that prefers one colour makes the images more of that colour."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -22,8 +23,12 @@ from r3.models.interface import SamplingConfig
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
 from r3.rewards import REGISTRY, RewardConfig
+from r3.rewards.base import build_reward
 from r3.rl.rollout import reflection_parses
-from r3.rl.train import RlConfig, train_rl
+from r3.rl.buffer import Node
+from r3.rl.rollout import refine_rollouts
+from r3.rl.train import RlConfig, fresh_state, policy_loss, train_rl, train_step
+from r3.train.data import SynthSplit, Table
 from r3.world.edits import STOP_ANSWER
 from r3.world.prompts import vocabulary
 from r3.world.scene import BACKGROUND, COLORS
@@ -91,6 +96,8 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     {"group_size": 1},  # a group of one has no advantage
     {"temperature": 0.0},
     {"w_text": 0.0, "w_image": 0.0},
+    {"replay_weight": 1.0, "replay_tasks": []},
+    {"replay_tasks": ["paint"]},
     {"eval_sampling": {"sde_steps": [0]}},
     {"reward": {"name": "weighted", "components": [{"name": "verifier"}], "weights": [0.5]}},
 ])
@@ -205,6 +212,68 @@ def test_resume_checkpoint_of_another_config_is_ignored(inputs: tuple[Path, Path
     fresh = train_rl(BASE, rl_config(steps=2, checkpoint_every=1, lr=2e-3), init, synth, tmp_path / "fresh")
     for name, value in weights(fresh.checkpoint).items():
         torch.testing.assert_close(weights(other.checkpoint)[name], value, rtol=0, atol=1e-6)
+
+
+def test_replay_loss_joins_the_policy_loss(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    init, synth = inputs
+    synth_cfg = SynthConfig(train_per_tag=2, heldout_per_tag=1, train_pairs=4, heldout_pairs_per_tag=2,
+                            candidates_per_tag=20)
+    pool = heldout_pool(BASE, synth_cfg)
+    for table in ("enrichment", "editing", "reflection", "vqa", "ita"):
+        build_table(table, "train", BASE, synth_cfg, pool, tmp_path / f"{table}.parquet")
+    replay_data = SynthSplit.load(tmp_path)
+    prompts = Table.load(synth / "train" / "prompts.parquet")
+    reward = build_reward(RED_REWARD)
+
+    def one_step(**overrides: Any) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        cfg = rl_config(replay_batch=4, **overrides)
+        state = fresh_state(BASE, cfg, init)
+        reference = TinyUnifiedModel.from_pretrained(init).eval().requires_grad_(False)
+        stats = train_step(state, reference, reward, prompts, cfg, replay_data=replay_data)
+        return stats, {name: p.detach().clone() for name, p in state.policy.named_parameters()}
+
+    plain, plain_weights = one_step()
+    replayed, replayed_weights = one_step(replay_weight=0.5, replay_tasks=["edit", "judge"])
+    assert not any(key.startswith("losses/replay_") for key in plain)
+    # the same rollouts (replay draws its batches after sampling), so the policy loss is the same and the total
+    # grows by exactly 0.5 * (edit + judge)
+    assert replayed["losses/text"] == pytest.approx(plain["losses/text"], abs=1e-6)
+    expected = plain["losses/total"] + 0.5 * (replayed["losses/replay_edit"] + replayed["losses/replay_judge"])
+    assert replayed["losses/total"] == pytest.approx(expected, rel=1e-5)
+    assert any(not torch.equal(plain_weights[n], replayed_weights[n]) for n in plain_weights)
+
+    # replay alone (no reward terms) is a valid control run: it trains, with nothing from the rollouts
+    control, _ = one_step(replay_weight=1.0, w_text=0.0, w_image=0.0, replay_tasks=["answer"])
+    assert control["losses/total"] == pytest.approx(control["losses/replay_answer"], rel=1e-5)
+    with pytest.raises(ValueError, match="replay_data"):
+        train_step(fresh_state(BASE, rl_config(replay_weight=1.0), init), TinyUnifiedModel.from_pretrained(init),
+                   reward, prompts, rl_config(replay_weight=1.0))
+
+
+def test_refine_step_where_every_child_stops_still_runs_the_image_head(inputs: tuple[Path, Path],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    init, _ = inputs
+    policy = TinyUnifiedModel.from_pretrained(init)
+    reflect = policy.reflect
+
+    def always_stop(*args: Any, **kwargs: Any) -> Any:
+        sample = reflect(*args, **kwargs)
+        return dataclasses.replace(sample, texts=[STOP_ANSWER] * len(sample.texts))
+
+    monkeypatch.setattr(policy, "reflect", always_stop)
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    nodes = [Node({"prompt": "a red circle"}, image, 0.5, seed, "large red circle at 3 3") for seed in (1, 2)]
+    cfg = rl_config()
+    rollouts = refine_rollouts(policy, policy, build_reward(RED_REWARD), nodes, cfg.rollout_settings(), 0, [1, 2],
+                               torch.Generator().manual_seed(0))
+    assert rollouts.stats["rl/stop_rate"] == 1.0
+    # one placeholder edit, outside the loss: a sharded launch needs every process to run the image head
+    assert rollouts.image.steps.logprob.shape[0] == 1 and rollouts.image_mask.tolist() == [0.0]
+    loss, stats = policy_loss(policy, TinyUnifiedModel.from_pretrained(init), rollouts, cfg)
+    loss.backward()
+    assert stats["losses/image"] == 0.0
+    head = [p.grad for name, p in policy.named_parameters() if name.startswith("image_head.")]
+    assert all(g is not None for g in head) and all(torch.count_nonzero(g) == 0 for g in head)
 
 
 def red_fraction(checkpoint: Path, n: int = 32) -> float:

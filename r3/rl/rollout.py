@@ -7,7 +7,10 @@ and one SDE step index. Departures from the textbook, for CPU batching:
   * a refine step grows children from `nodes_per_step` buffer nodes at once (DESIGN.md: one node),
     each node being its own group;
   * children that give the stop answer are not edited at all (their image is the node's image), so
-    only the other children are sampled; the image loss then covers exactly the unmasked children;
+    only the other children are sampled; the image loss then covers exactly the unmasked children.
+    When every child of a step stops, the first one is edited anyway as a placeholder with image mask 0
+    (no loss, no gradient): every step then runs the image head in its loss, as the processes of a
+    sharded (FSDP) launch must, each gathering the same blocks in the same order;
   * a reflection that is neither the stop answer nor a parseable instruction is not a stop: the image
     is edited with it as the instruction, and its text reward is 0 (f = 0).
 Rollouts are sampled with the policy in its current state under no_grad; the loss (r3.rl.train)
@@ -56,6 +59,8 @@ class RolloutSettings:
     """What the reason step's format reward f checks: "parses" (DESIGN.md) or "satisfies"."""
     wrong_stop_delta: float = 0.0
     """Refine delta of a child that stops on an imperfect node (DESIGN.md: 0)."""
+    refine_image_baseline: str = "group"
+    """Baseline of refine image advantages: the whole group ("group", DESIGN.md) or the edited children only."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,12 @@ class Rollouts:
     """B = groups * G sampled texts with behaviour log-probs."""
     text_advantages: Tensor
     """(B,) one advantage per text."""
-    image: SdeTransitions | None
-    """Recorded SDE step of the B_img generated images; None when no image was generated."""
+    image: SdeTransitions
+    """Recorded SDE step of the B_img generated images (refine: the children that did not stop, or a placeholder)."""
     image_advantages: Tensor
-    """(B_img,) advantages of the generated images (refine: only children that did not stop)."""
+    """(B_img,) advantages of the generated images."""
+    image_mask: Tensor
+    """(B_img,) 1 for images that enter the image loss, 0 for a refine step's placeholder edit."""
     stats: dict[str, float]
     """Rewards and timings, namespaced metric keys."""
 
@@ -156,7 +163,7 @@ def reason_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
         "time/sample_s": sampled - started,
         "time/reward_s": scored - sampled,
     }
-    return Rollouts("reason", text, text_adv, sample.transitions, image_adv, stats), nodes
+    return Rollouts("reason", text, text_adv, sample.transitions, image_adv, torch.ones_like(image_adv), stats), nodes
 
 
 def _is_cell(words: list[str]) -> bool:
@@ -210,15 +217,12 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     sources = pixels.permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
     text = policy.reflect(sources, [node.prompt for node in group_nodes], settings.text, generator)
     stopped = torch.tensor([z.strip() == STOP_ANSWER for z in text.texts])  # (B,)
-    active = (~stopped).nonzero().flatten()  # (B_img,)
-    transitions = None
-    edited = np.zeros((0, canvas, canvas, 3), dtype=np.uint8)
-    if len(active):
-        sampling = image_sampling(settings, "refine", sde_index)
-        noise = group_noise(seeds, g, canvas)[active]  # (B_img, 3, H, W)
-        instructions = [text.texts[i] for i in active]
-        sample = policy.edit(sources[active], instructions, sampling, noise=noise, generator=generator)
-        transitions, edited = sample.transitions, to_uint8(sample.images)
+    active = (~stopped).nonzero().flatten()  # (B_act,)
+    edits = active if len(active) else torch.zeros(1, dtype=torch.long)  # (B_img,): the placeholder when none
+    sampling = image_sampling(settings, "refine", sde_index)
+    noise = group_noise(seeds, g, canvas)[edits]  # (B_img, 3, H, W)
+    sample = policy.edit(sources[edits], [text.texts[i] for i in edits], sampling, noise=noise, generator=generator)
+    edited = to_uint8(sample.images)[: len(active)]  # (B_act, H, W, 3)
     sampled = time.perf_counter()
     active_records = [records[i] for i in active]
     alignment, components = score(reward, edited, active_records, policy, reference)
@@ -231,7 +235,8 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     # refine_rewards is elementwise, so the whole batch goes at once and is grouped afterwards
     text_reward, image_reward, _ = refine_rewards(format_ok, r_old, r_new, stopped, settings.wrong_stop_delta)  # (B,) each
     text_adv = group_advantages(text_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
-    image_adv = group_advantages(image_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
+    members = (~stopped).view(-1, g) if settings.refine_image_baseline == "edited" else None  # (N, G)
+    image_adv = group_advantages(image_reward.view(-1, g), settings.normalize_std, members=members).flatten()  # (B,)
     perfect = is_perfect(r_old)  # (B,)
     stats = {
         "reward/refine_mean": float(image_reward.mean()),
@@ -247,4 +252,5 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     }
     if bool(perfect.any()):
         stats["rl/stop_rate_on_perfect"] = float(stopped[perfect].float().mean())
-    return Rollouts("refine", text, text_adv, transitions, image_adv[active], stats)
+    image_mask = torch.ones(len(edits)) if len(active) else torch.zeros(1)  # (B_img,)
+    return Rollouts("refine", text, text_adv, sample.transitions, image_adv[edits], image_mask, stats)

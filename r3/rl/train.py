@@ -19,12 +19,15 @@ temporary directory and renamed into place, so a killed run never leaves a half-
 A new run with the same configuration and SFT checkpoint continues from the latest one and ends with
 the same weights as an uninterrupted run (same machine and thread count, float round-off aside).
 
-Several processes (r3.train.distributed, DDP): each samples its own groups (a step trains on N times
+Several processes (r3.train.distributed, DDP or FSDP): each samples its own groups (a step trains on N times
 `prompts_per_step` / `nodes_per_step` groups) into its own rollout buffer, from its own random streams
 (rank 0 keeps a one-process run's seeds), and gradients are averaged. Only the main process evaluates,
 writes and logs; the training stats it logs are its own share. A resume checkpoint holds every process's
 random states and buffer (gathered to the main process, which writes them) and belongs to one process
-count; every process reads it from out_dir, so out_dir must be one directory they all see.
+count; every process reads it from out_dir, so out_dir must be one directory they all see. Under FSDP the
+policy and its optimizer state are sharded; each process samples its rollouts from an unsharded copy of the
+policy that every process refreshes from the shards after each optimizer step, the frozen reference stays
+whole, and checkpoints, evaluation and the final model hold the whole (gathered) weights and optimizer state.
 """
 
 import hashlib
@@ -42,7 +45,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from pydantic import Field, model_validator
 from torch import Tensor
@@ -57,9 +59,9 @@ from r3.rl.buffer import Node, RolloutBuffer
 from r3.rl.losses import image_policy_loss, text_policy_loss, total_loss
 from r3.rl.rollout import RolloutSettings, Rollouts, reason_rollouts, refine_rollouts
 from r3.rl.schedule import sde_step_index, step_kind
-from r3.train.data import SynthSplit, Table
+from r3.train.data import SftTask, SynthSplit, Table
 from r3.train.distributed import Learner, make_accelerator, rank_seed_words
-from r3.train.sft import SftConfig, evaluate_heldout, headline, sample_grids
+from r3.train.sft import SftConfig, evaluate_heldout, headline, sample_grids, task_loss
 
 MetricLogger = Callable[[dict[str, float], int], None]
 log_ = logging.getLogger(__name__)
@@ -137,6 +139,18 @@ class RlConfig(Config):
     """Refine delta when the model stops on an image with r < 1. DESIGN.md gives 0, so stopping is never
     worse than an edit that does not help; with a weak SFT editor most edits hurt and the policy learns to
     always stop (stop rate 0.60 -> 0.99 in 400 steps). A negative value makes a wrong stop cost reward."""
+    refine_image_baseline: Literal["group", "edited"] = "group"
+    """Baseline of a refine step's image advantages: the mean image reward of the whole group, stopped children
+    included with the node's reward (DESIGN.md), or of the edited children only. With a weak editor most edits
+    lose to stopping, so under "group" nearly every edited image gets a negative advantage."""
+    replay_weight: float = Field(0.0, ge=0)
+    """Weight of an SFT loss on the synth train tables added to every step's loss (InstructGPT's PPO-ptx; not in
+    DESIGN.md, 0 turns it off). RL moves the LM that every skill shares; without it the skills RL does not reward
+    drift (ITA 0.581 -> 0.500, VQA 0.565 -> 0.542, editing 0.115 -> 0.042 over 400 steps)."""
+    replay_tasks: tuple[SftTask, ...] = ("edit", "answer", "judge")
+    """SFT tasks of the replay loss, each a batch of `replay_batch` examples per step."""
+    replay_batch: int = Field(8, ge=1)
+    """Examples per replay task and step."""
     eval_every: int = Field(50, ge=1)
     """Steps between held-out strict accuracy checks (the reward-hacking monitor)."""
     eval_rows: int = Field(64, ge=1)
@@ -148,15 +162,17 @@ class RlConfig(Config):
     def _consistent(self) -> "RlConfig":
         if self.eval_sampling.sde_steps:
             raise ValueError("rl.eval_sampling.sde_steps must be empty: held-out metrics use ODE sampling")
-        if self.w_text == 0 and self.w_image == 0:
-            raise ValueError("rl: w_text and w_image are both 0: nothing to train")
+        if self.w_text == 0 and self.w_image == 0 and self.replay_weight == 0:
+            raise ValueError("rl: w_text, w_image and replay_weight are all 0: nothing to train")
+        if self.replay_weight > 0 and not self.replay_tasks:
+            raise ValueError("rl: replay_weight > 0 needs at least one replay_tasks entry")
         return self
 
     def rollout_settings(self) -> RolloutSettings:
         text = SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
         image = SamplingConfig(steps=self.sample_steps, timestep_shift=self.timestep_shift, cfg_scale=self.cfg_scale)
         return RolloutSettings(self.group_size, text, image, self.eta_reason, self.eta_refine, self.normalize_std,
-                               self.reasoning_format, self.wrong_stop_delta)
+                               self.reasoning_format, self.wrong_stop_delta, self.refine_image_baseline)
 
 
 @dataclass(frozen=True)
@@ -174,7 +190,7 @@ class TrainerState:
     step: int
     """Steps done."""
     policy: TrainableUnifiedModel
-    optimizer: torch.optim.AdamW
+    optimizer: torch.optim.Optimizer
     rng: np.random.Generator
     """Prompt and node choice, SDE indices, noise seeds."""
     generator: torch.Generator
@@ -201,15 +217,14 @@ def policy_loss(policy: TrainableUnifiedModel, reference: TrainableUnifiedModel,
         "losses/text": float(text_loss.detach()), "losses/clip_frac_text": float(text_stats["clip_frac"]),
         "losses/kl_text": float(text_stats["kl"]), "losses/approx_kl": float(text_stats["approx_kl"]),
     }
-    if rollouts.image is None:  # every refine child stopped: no image, no image loss
-        return total_loss(text_loss, text_loss.new_zeros(()), cfg.w_text, cfg.w_image), stats
     steps = rollouts.image.steps
     dist = policy.transition_distribution(rollouts.image)  # mean (B_img, 1, 3, H, W), logprob (B_img, 1)
     with torch.no_grad():
         mean_ref = reference.transition_distribution(rollouts.image).mean if cfg.kl else dist.mean.detach()
     image_adv = rollouts.image_advantages.to(dist.logprob.device)  # (B_img,)
+    image_mask = rollouts.image_mask.to(dist.logprob.device)  # (B_img,)
     image_loss, image_stats = image_policy_loss(
-        dist.logprob[:, 0], steps.logprob[:, 0].to(dist.logprob.device), image_adv, torch.ones_like(image_adv),
+        dist.logprob[:, 0], steps.logprob[:, 0].to(dist.logprob.device), image_adv, image_mask,
         dist.mean[:, 0], mean_ref[:, 0], dist.std[0], cfg.clip, beta_image,
     )
     stats |= {
@@ -219,23 +234,47 @@ def policy_loss(policy: TrainableUnifiedModel, reference: TrainableUnifiedModel,
     return total_loss(text_loss, image_loss, cfg.w_text, cfg.w_image), stats
 
 
+@dataclass(frozen=True)
+class Replay:
+    """Where the replay loss draws its SFT examples from: the synth train tables and the trainer's random streams."""
+
+    data: SynthSplit
+    rng: np.random.Generator
+    generator: torch.Generator
+
+
+def replay_loss(policy: TrainableUnifiedModel, replay: Replay, cfg: RlConfig) -> tuple[Tensor, dict[str, float]]:
+    """Sum of the SFT losses of one fresh batch per replay task, and each task's loss."""
+    losses = {t: task_loss(policy, replay.data, t, replay.rng, cfg.replay_batch, replay.generator)
+              for t in cfg.replay_tasks}
+    return sum(losses.values()), {f"losses/replay_{t}": float(v.detach()) for t, v in losses.items()}
+
+
 def optimise(learner: Learner, reference: TrainableUnifiedModel, rollouts: Rollouts,
-             cfg: RlConfig) -> dict[str, float]:
-    """`epochs` clipped AdamW steps on one step's rollouts; stats averaged over the epochs."""
+             cfg: RlConfig, replay: Replay | None = None) -> dict[str, float]:
+    """`epochs` clipped AdamW steps on one step's rollouts (plus the replay loss); stats averaged over the epochs."""
+
+    def loss_fn(policy: TrainableUnifiedModel) -> tuple[Tensor, dict[str, float]]:
+        loss, stats = policy_loss(policy, reference, rollouts, cfg)
+        if replay is None:
+            return loss, stats
+        extra, replay_stats = replay_loss(policy, replay, cfg)
+        return loss + cfg.replay_weight * extra, stats | replay_stats
+
     totals: dict[str, float] = {}
     for _ in range(cfg.epochs):
-        loss, stats, grad_norm = learner.step(lambda policy: policy_loss(policy, reference, rollouts, cfg),
-                                              cfg.grad_clip)
+        loss, stats, grad_norm = learner.step(loss_fn, cfg.grad_clip)
         for key, value in {**stats, "losses/total": float(loss.detach()), "train/grad_norm": grad_norm}.items():
             totals[key] = totals.get(key, 0.0) + value / cfg.epochs
     return totals
 
 
 def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Reward, prompts: Table,
-               cfg: RlConfig, learner: Learner | None = None) -> dict[str, float]:
+               cfg: RlConfig, learner: Learner | None = None, replay_data: SynthSplit | None = None) -> dict[str, float]:
     """Sample one step's groups (reason or refine, by the schedule), push reason nodes, optimise.
 
-    `learner` steps state.policy's optimizer in this launch (default: one process, for callers besides train_rl).
+    `learner` steps state.policy's optimizer in this launch (default: one process, for callers besides train_rl);
+    `replay_data` (the synth train tables) is needed when cfg.replay_weight > 0.
     """
     started = time.perf_counter()
     kind = step_kind(state.step, cfg.reason_steps, cfg.refine_steps)
@@ -243,18 +282,25 @@ def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Re
     sde_index = sde_step_index(state.rng, cfg.sample_steps, kind)
     groups = cfg.prompts_per_step if kind == "reason" else cfg.nodes_per_step
     seeds = state.rng.integers(0, 2**31 - 1, size=groups).tolist()
-    state.policy.eval()
+    sampler = state.policy if learner is None else learner.sampling_model  # whole weights, also under FSDP
+    sampler.eval()
     if kind == "reason":
         index = state.rng.choice(len(prompts), size=groups, replace=False)
-        rollouts, nodes = reason_rollouts(state.policy, reference, reward, prompts.records(index), settings,
+        rollouts, nodes = reason_rollouts(sampler, reference, reward, prompts.records(index), settings,
                                           sde_index, seeds, state.generator)
         state.buffer.extend(nodes)
     else:
         nodes = [state.buffer.sample_node(state.rng, cfg.p_perfect) for _ in range(groups)]
-        rollouts = refine_rollouts(state.policy, reference, reward, nodes, settings, sde_index, seeds, state.generator)
-    state.policy.train()
+        rollouts = refine_rollouts(sampler, reference, reward, nodes, settings, sde_index, seeds, state.generator)
+    sampler.train()
     trained = time.perf_counter()
-    stats = optimise(learner or Learner(make_accelerator(), state.policy, state.optimizer), reference, rollouts, cfg)
+    replay = None
+    if cfg.replay_weight > 0:
+        if replay_data is None:
+            raise ValueError("rl: replay_weight > 0 but train_step got no replay_data")
+        replay = Replay(replay_data, state.rng, state.generator)
+    stats = optimise(learner or Learner(make_accelerator(), state.policy, state.optimizer), reference, rollouts, cfg,
+                     replay)
     done = time.perf_counter()
     state.step += 1
     perfect, _ = state.buffer.counts()
@@ -312,18 +358,19 @@ def restore_process_state(meta: dict, tensors: dict[str, Tensor],
     return rng, generator, buffer
 
 
-def save_resume(state: TrainerState, out_dir: Path, identity: dict, accelerator: Accelerator) -> Path | None:
+def save_resume(state: TrainerState, out_dir: Path, identity: dict, learner: Learner) -> Path | None:
     """Write the trainer state to out_dir/resume/step-NNNNNN atomically; drop older checkpoints. Every process
-    calls it; the main process writes every process's part and returns the path, the others return None."""
+    calls it; the main process writes every process's part and returns the path, the others return None.
+    The weights and optimizer state are whole under FSDP too (the learner's sampling copy, a gathered state)."""
     parts = gather_object([process_state(state)])  # in rank order
-    if not accelerator.is_main_process:
+    optimizer = learner.optimizer_state_dict()
+    if not learner.accelerator.is_main_process:
         return None
     resume = out_dir / RESUME_DIR
     resume.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=resume))
-    state.policy.save_pretrained(tmp / "model")
-    torch.save({"optimizer": state.optimizer.state_dict(), "ranks": [tensors for _, tensors in parts]},
-               tmp / "state.pt")
+    learner.sampling_model.save_pretrained(tmp / "model")
+    torch.save({"optimizer": optimizer, "ranks": [tensors for _, tensors in parts]}, tmp / "state.pt")
     meta = {"step": state.step, "identity": identity, "ranks": [meta for meta, _ in parts]}
     (tmp / "state.json").write_text(json.dumps(meta))
     (tmp / "history.jsonl").write_text("".join(state.history))
@@ -433,6 +480,7 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
     if len(prompts) < cfg.prompts_per_step:
         raise ValueError(f"rl: {len(prompts)} train prompts < prompts_per_step={cfg.prompts_per_step}")
     held = SynthSplit.load(synth_dir / "heldout")
+    replay_data = SynthSplit.load(synth_dir / "train") if cfg.replay_weight > 0 else None
     monitor = spread_rows(held.enrichment, cfg.eval_rows)
     reward = build_reward(cfg.reward)
 
@@ -445,7 +493,8 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
         log_.info("rl: resuming from %s (step %d of %d)", resume, state.step, cfg.steps)
     else:
         state = fresh_state(base, cfg, init_checkpoint, rank, device)
-    learner = Learner(accelerator, state.policy, state.optimizer)
+    learner = Learner(accelerator, state.policy, state.optimizer, sampling_copy=True)
+    state.optimizer = learner.optimizer  # under FSDP a new one, over the sharded policy
     history_path, samples_dir = out_dir / "history.jsonl", out_dir / "samples"
     with open(history_path if main else os.devnull, "w") as history:
         history.writelines(state.history)
@@ -458,14 +507,15 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
             log(metrics, step)
 
         def check_heldout() -> None:
-            record(quick_eval(state.policy, monitor, cfg, base), state.step)
-            sample_grids(state.policy, held, eval_view(state.policy, cfg), base, samples_dir, f"step{state.step:05d}")
+            policy = learner.sampling_model
+            record(quick_eval(policy, monitor, cfg, base), state.step)
+            sample_grids(policy, held, eval_view(policy, cfg), base, samples_dir, f"step{state.step:05d}")
 
         if main and state.step == 0:
             check_heldout()
         with tqdm(total=cfg.steps, initial=state.step, desc="rl", unit="step", disable=not main) as bar:
             while state.step < cfg.steps:
-                metrics = train_step(state, reference, reward, prompts, cfg, learner)
+                metrics = train_step(state, reference, reward, prompts, cfg, learner, replay_data)
                 if main:
                     record(metrics, state.step - 1)
                     bar.update(1)
@@ -473,11 +523,11 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
                     if state.step % cfg.eval_every == 0 and state.step < cfg.steps:
                         check_heldout()
                 if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
-                    save_resume(state, out_dir, identity, accelerator)
+                    save_resume(state, out_dir, identity, learner)
         if not main:
             return RlResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
         train_seconds = time.perf_counter() - started
-        policy = state.policy.eval()
+        policy = learner.sampling_model.eval()
         final = evaluate_heldout(policy, held, eval_view(policy, cfg), base)
         record({f"heldout/{k}": v for k, v in headline(final).items()}, cfg.steps)
     sample_grids(policy, held, eval_view(policy, cfg), base, samples_dir, "final")

@@ -6,7 +6,8 @@ the other tasks in a fixed rotation so that each of them sees the same number of
 Learning rate: linear warm-up then cosine decay.
 
 Under a multi-process launch (r3.train.distributed) every process trains on its own batches, so a step sees
-N * batch_size examples per task; only the main process keeps the EMA, evaluates and writes.
+N * batch_size examples per task; only the main process evaluates and writes. Under DDP it alone keeps the EMA;
+under FSDP every process keeps its shard of the EMA, and the main process evaluates and saves the gathered EMA.
 """
 
 import copy
@@ -31,7 +32,7 @@ from r3.models.losses import ImageBatch, flow_matching_loss, text_loss
 from r3.models.registry import ModelConfig, build_model
 from r3.models.tiny import TinyConfig
 from r3.train.data import SFT_TASKS, SftTask, SynthSplit
-from r3.train.distributed import Learner, make_accelerator, rank_seed_words
+from r3.train.distributed import Learner, fsdp_settings, full_state_dict, make_accelerator, rank_seed_words
 
 MetricLogger = Callable[[dict[str, float], int], None]
 
@@ -222,10 +223,23 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
     train = SynthSplit.load(synth_dir / "train")
     held = SynthSplit.load(synth_dir / "heldout")
     model = build_model(cfg.model).to(accelerator.device)
-    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 and main else model
+    sharded = fsdp_settings() is not None
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 and (main or sharded) else model
+    evaluated = copy.deepcopy(model) if sharded and main else ema  # what evaluation and saving read
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     learner = Learner(accelerator, model, optimizer)
+    schedule = torch.optim.lr_scheduler.LambdaLR(learner.optimizer, lambda step: lr_factor(step, cfg))
+    if sharded and ema is not model:
+        learner.shard(ema)  # each process lerps its own shard of the weights into the same shard of the EMA
+
+    def gathered_ema() -> TrainableUnifiedModel:
+        """The EMA weights as a whole model on the main process. Under FSDP every process takes part in the gather."""
+        if sharded:
+            weights = full_state_dict(ema)
+            if main:
+                evaluated.load_state_dict(weights)
+        return evaluated
+
     rng = np.random.default_rng(rank_seed_words([base.seed, 3], rank))
     generator = torch.Generator().manual_seed(base.seed + rank)
     history_path = out_dir / "history.jsonl"
@@ -250,18 +264,21 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
                 record({**{f"loss/{t}": v.item() for t, v in losses.items()}, "loss/total": total.item(),
                         "train/grad_norm": grad_norm, "train/lr": schedule.get_last_lr()[0]}, step)
                 bar.set_postfix(loss=f"{total.item():.3f}")
-            if main and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                quick = evaluate_heldout(ema, held, cfg, base, limit=cfg.quick_eval_rows)
-                record({f"heldout/{k}": v for k, v in headline(quick).items()}, step + 1)
-                samples += sample_grids(ema, held, cfg, base, out_dir / "samples", f"step{step + 1:05d}")
+            if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                averaged = gathered_ema()
+                if main:  # the others go on to the next step and wait there for the main process
+                    quick = evaluate_heldout(averaged, held, cfg, base, limit=cfg.quick_eval_rows)
+                    record({f"heldout/{k}": v for k, v in headline(quick).items()}, step + 1)
+                    samples += sample_grids(averaged, held, cfg, base, out_dir / "samples", f"step{step + 1:05d}")
+        averaged = gathered_ema()
         if not main:
             return SftResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
         train_seconds = time.perf_counter() - started
-        metrics = evaluate_heldout(ema, held, cfg, base)
+        metrics = evaluate_heldout(averaged, held, cfg, base)
         record({f"heldout/{k}": v for k, v in headline(metrics).items()}, cfg.steps)
-    samples += sample_grids(ema, held, cfg, base, out_dir / "samples", "final")
+    samples += sample_grids(averaged, held, cfg, base, out_dir / "samples", "final")
     checkpoint = out_dir / "checkpoint"
-    ema.save_pretrained(checkpoint)
+    averaged.save_pretrained(checkpoint)
     metrics = {"headline": headline(metrics), **metrics,
                "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
