@@ -145,8 +145,9 @@ class RlConfig(Config):
     lose to stopping, so under "group" nearly every edited image gets a negative advantage."""
     replay_weight: float = Field(0.0, ge=0)
     """Weight of an SFT loss on the synth train tables added to every step's loss (InstructGPT's PPO-ptx; not in
-    DESIGN.md, 0 turns it off). RL moves the LM that every skill shares; without it the skills RL does not reward
-    drift (ITA 0.581 -> 0.500, VQA 0.565 -> 0.542, editing 0.115 -> 0.042 over 400 steps)."""
+    DESIGN.md, 0 turns it off). RL moves the LM and image head that every skill shares; without replay the skills
+    RL does not reward drift: over 400 steps ITA 0.581 -> 0.500, VQA 0.565 -> 0.542, editing 0.115 -> 0.042;
+    with params.yaml's replay (1.0, edit / answer / judge, 8 each): ITA 0.585, VQA 0.608, editing 0.104."""
     replay_tasks: tuple[SftTask, ...] = ("edit", "answer", "judge")
     """SFT tasks of the replay loss, each a batch of `replay_batch` examples per step."""
     replay_batch: int = Field(8, ge=1)
