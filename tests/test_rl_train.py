@@ -168,14 +168,16 @@ from pathlib import Path
 from test_rl_train import BASE, register_test_reward, rl_config
 from r3.rl.train import train_rl
 register_test_reward()
-train_rl(BASE, rl_config(steps={steps}, checkpoint_every=2), Path({init!r}), Path({synth!r}), Path({out!r}))
+train_rl(BASE, rl_config(steps={steps}, checkpoint_every=2, ema_decay=0.9), Path({init!r}), Path({synth!r}),
+         Path({out!r}))
 """
 
 
 def test_killed_run_resumes_to_the_same_weights(inputs: tuple[Path, Path], tmp_path: Path) -> None:
     init, synth = inputs
     steps = 6
-    uninterrupted = train_rl(BASE, rl_config(steps=steps, checkpoint_every=2), init, synth, tmp_path / "straight")
+    cfg = rl_config(steps=steps, checkpoint_every=2, ema_decay=0.9)  # the moving average must resume too
+    uninterrupted = train_rl(BASE, cfg, init, synth, tmp_path / "straight")
 
     out = tmp_path / "killed"
     script = KILLED_RUN.format(tests=str(Path(__file__).parent), steps=steps, init=str(init), synth=str(synth),
@@ -196,13 +198,17 @@ def test_killed_run_resumes_to_the_same_weights(inputs: tuple[Path, Path], tmp_p
     [checkpoint] = (out / "resume").glob("step-*")
     assert int(checkpoint.name.removeprefix("step-")) < steps
 
-    resumed = train_rl(BASE, rl_config(steps=steps, checkpoint_every=2), init, synth, out)
+    resumed = train_rl(BASE, cfg, init, synth, out)
     expected, got = weights(uninterrupted.checkpoint), weights(resumed.checkpoint)
     assert any(not torch.equal(expected[name], weights(init)[name]) for name in expected)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-5, msg=name)
     history = [json.loads(line)["step"] for line in resumed.history.read_text().splitlines()]
     assert history == [json.loads(line)["step"] for line in uninterrupted.history.read_text().splitlines()]
+    # the stage saves the moving average, not the last raw weights
+    last = out / "resume" / f"step-{steps:06d}"
+    assert all(torch.equal(got[name], value) for name, value in weights(last / "ema").items())
+    assert any(not torch.equal(got[name], value) for name, value in weights(last / "model").items())
 
 
 def test_resume_checkpoint_of_another_config_is_ignored(inputs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ policy that every process refreshes from the shards after each optimizer step, t
 whole, and checkpoints, evaluation and the final model hold the whole (gathered) weights and optimizer state.
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -61,7 +62,7 @@ from r3.rl.rollout import RolloutSettings, Rollouts, reason_rollouts, refine_rol
 from r3.rl.schedule import sde_step_index, step_kind
 from r3.train.data import SftTask, SynthSplit, Table
 from r3.train.distributed import Learner, make_accelerator, rank_seed_words
-from r3.train.sft import SftConfig, evaluate_heldout, headline, sample_grids, task_loss
+from r3.train.sft import SftConfig, ema_update, evaluate_heldout, headline, sample_grids, task_loss
 
 MetricLogger = Callable[[dict[str, float], int], None]
 log_ = logging.getLogger(__name__)
@@ -152,6 +153,9 @@ class RlConfig(Config):
     """SFT tasks of the replay loss, each a batch of `replay_batch` examples per step."""
     replay_batch: int = Field(8, ge=1)
     """Examples per replay task and step."""
+    ema_decay: float = Field(0.0, ge=0, lt=1)
+    """Decay of an exponential moving average of the policy weights that the held-out checks evaluate and the
+    stage saves, as the SFT stage does (0 = the raw weights, DESIGN.md). Rollouts always use the raw policy."""
     eval_every: int = Field(50, ge=1)
     """Steps between held-out strict accuracy checks (the reward-hacking monitor)."""
     eval_rows: int = Field(64, ge=1)
@@ -199,6 +203,8 @@ class TrainerState:
     buffer: RolloutBuffer
     history: list[str]
     """The history.jsonl lines written so far."""
+    ema: TrainableUnifiedModel | None = None
+    """The moving average of the policy weights (main process, cfg.ema_decay > 0), else None."""
 
 
 # ----- the loss -----
@@ -371,6 +377,8 @@ def save_resume(state: TrainerState, out_dir: Path, identity: dict, learner: Lea
     resume.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=resume))
     learner.sampling_model.save_pretrained(tmp / "model")
+    if state.ema is not None:
+        state.ema.save_pretrained(tmp / "ema")
     torch.save({"optimizer": optimizer, "ranks": [tensors for _, tensors in parts]}, tmp / "state.pt")
     meta = {"step": state.step, "identity": identity, "ranks": [meta for meta, _ in parts]}
     (tmp / "state.json").write_text(json.dumps(meta))
@@ -409,7 +417,10 @@ def load_resume(path: Path, cfg: RlConfig, expected_model: TrainableUnifiedModel
     optimizer.load_state_dict(saved["optimizer"])
     rng, generator, buffer = restore_process_state(meta["ranks"][rank], saved["ranks"][rank], cfg)
     history = (path / "history.jsonl").read_text().splitlines(keepends=True)
-    return TrainerState(meta["step"], policy, optimizer, rng, generator, buffer, history)
+    ema = None
+    if rank == 0 and (path / "ema").is_dir():  # only the main process keeps the moving average
+        ema = load_checkpoint(path / "ema").to(device).requires_grad_(False)
+    return TrainerState(meta["step"], policy, optimizer, rng, generator, buffer, history, ema)
 
 
 def make_optimizer(policy: TrainableUnifiedModel, cfg: RlConfig) -> torch.optim.AdamW:
@@ -496,6 +507,9 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
         state = fresh_state(base, cfg, init_checkpoint, rank, device)
     learner = Learner(accelerator, state.policy, state.optimizer, sampling_copy=True)
     state.optimizer = learner.optimizer  # under FSDP a new one, over the sharded policy
+    if main and cfg.ema_decay > 0 and state.ema is None:
+        state.ema = copy.deepcopy(learner.sampling_model).requires_grad_(False)
+    evaluated = learner.sampling_model if state.ema is None else state.ema  # what the checks and the checkpoint read
     history_path, samples_dir = out_dir / "history.jsonl", out_dir / "samples"
     with open(history_path if main else os.devnull, "w") as history:
         history.writelines(state.history)
@@ -508,15 +522,16 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
             log(metrics, step)
 
         def check_heldout() -> None:
-            policy = learner.sampling_model
-            record(quick_eval(policy, monitor, cfg, base), state.step)
-            sample_grids(policy, held, eval_view(policy, cfg), base, samples_dir, f"step{state.step:05d}")
+            record(quick_eval(evaluated, monitor, cfg, base), state.step)
+            sample_grids(evaluated, held, eval_view(evaluated, cfg), base, samples_dir, f"step{state.step:05d}")
 
         if main and state.step == 0:
             check_heldout()
         with tqdm(total=cfg.steps, initial=state.step, desc="rl", unit="step", disable=not main) as bar:
             while state.step < cfg.steps:
                 metrics = train_step(state, reference, reward, prompts, cfg, learner, replay_data)
+                if state.ema is not None:
+                    ema_update(state.ema, learner.sampling_model, state.step - 1, cfg.ema_decay)
                 if main:
                     record(metrics, state.step - 1)
                     bar.update(1)
@@ -528,7 +543,7 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
         if not main:
             return RlResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
         train_seconds = time.perf_counter() - started
-        policy = learner.sampling_model.eval()
+        policy = evaluated.eval()
         final = evaluate_heldout(policy, held, eval_view(policy, cfg), base)
         record({f"heldout/{k}": v for k, v in headline(final).items()}, cfg.steps)
     sample_grids(policy, held, eval_view(policy, cfg), base, samples_dir, "final")
