@@ -20,12 +20,13 @@ import torch
 
 from r3.config import BaseConfig
 from r3.data.synth import SynthConfig, build_table, heldout_pool
+from r3.data.table import Table
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
 from r3.rewards.base import build_reward
 from r3.params import read_params, section
 from r3.rl.train import RlConfig, fresh_state, train_step
-from r3.train.data import SynthSplit, Table
+from r3.train.data import SynthSplit
 from r3.world.prompts import vocabulary
 
 PARTS = ("time/sample_s", "time/reward_s", "time/train_s", "time/step_s")

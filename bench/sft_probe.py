@@ -18,8 +18,8 @@ import torch
 from r3.evals import heldout
 from r3.models.registry import build_model
 from r3.models.tiny import TinyConfig
-from r3.train.data import SynthSplit
-from r3.train.sft import SftConfig, task_loss
+from r3.train.data import SynthSplit, task_loss
+from r3.train.sft import SftConfig
 
 
 def probe_metrics(model, held: SynthSplit, tasks: list[str], canvas: int, rows: int) -> dict[str, float]:

@@ -7,11 +7,11 @@ import polars as pl
 import pytest
 import torch
 
+from r3.data.table import Table
 from r3.evals.benchmarks import accuracy_by_tag, generation_by_round, make_score_fn, understanding
 from r3.evals.heldout import to_uint8
 from r3.evals.r3_loop import run_r3, scaling_metrics
 from r3.models.interface import SamplingConfig
-from r3.train.data import Table
 from r3.world.edits import STOP_ANSWER
 from r3.world.prompts import SUITES, sample_example
 from r3.world.render import render

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from r3.config import BaseConfig
 from r3.data.synth import TABLES, SynthConfig, build_table, heldout_pool
+from r3.data.table import Table
 from r3.evals.evaluate import EvaluateConfig, run_evaluate
 from r3.models.hf_composite import HfCompositeConfig, HfCompositeModel, HfLoraConfig
 from r3.models.interface import ImageCondition, SamplingConfig, TextQuery, UnifiedModel
@@ -25,7 +26,6 @@ from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.rewards import RewardConfig, build_reward
 from r3.rl.buffer import RolloutBuffer
 from r3.rl.train import RlConfig, TrainerState, make_optimizer, train_rl, train_step
-from r3.train.data import Table
 from r3.train.sft import SftConfig, train_sft
 
 PROMPTS = ["a red circle", "two blue squares"]
@@ -83,7 +83,7 @@ def test_model_config_union_defaults_to_tiny_and_rejects_unknown_keys(hf_parts: 
 
 
 def test_old_tiny_checkpoints_without_backend_still_load(tmp_path: Path) -> None:
-    config = TinyConfig(canvas=16, patch=4, lm_dim=16, lm_layers=1, lm_heads=2, lm_mlp=16, head_width=16,
+    config = TinyConfig(canvas=32, patch=8, lm_dim=16, lm_layers=1, lm_heads=2, lm_mlp=16, head_width=16,
                         head_layers=1, head_heads=2)
     build_model(config).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())

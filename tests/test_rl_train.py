@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from r3.config import BaseConfig
 from r3.data.synth import SynthConfig, build_table, heldout_pool
+from r3.data.table import Table
 from r3.evals.heldout import to_uint8
 from r3.models.interface import SamplingConfig
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
@@ -28,7 +29,7 @@ from r3.rl.rollout import reflection_parses
 from r3.rl.buffer import Node
 from r3.rl.rollout import refine_rollouts
 from r3.rl.train import RlConfig, fresh_state, policy_loss, train_rl, train_step
-from r3.train.data import SynthSplit, Table
+from r3.train.data import SynthSplit
 from r3.world.edits import STOP_ANSWER
 from r3.world.prompts import vocabulary
 from r3.world.scene import BACKGROUND, COLORS

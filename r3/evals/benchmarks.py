@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from r3.data.table import Table
 from r3.evals import heldout
 from r3.evals.r3_loop import R3Trace, ScoreFn
 from r3.models.interface import UnifiedModel
 from r3.rewards.base import Reward
-from r3.train.data import Table
 from r3.world.verifier import UnsupportedClassError, check_supported, verify_batch
 
 

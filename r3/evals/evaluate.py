@@ -25,13 +25,13 @@ from pydantic import Field, model_validator
 
 from r3.config import BaseConfig, Config
 from r3.data.io import read_table
+from r3.data.table import Table
 from r3.evals import report
 from r3.evals.benchmarks import generation_by_round, make_score_fn, understanding, unsupported
 from r3.evals.r3_loop import run_r3, scaling_metrics
 from r3.models.interface import SamplingConfig, TrainableUnifiedModel
 from r3.models.registry import ModelConfig, build_model, load_checkpoint
 from r3.rewards.base import RewardConfig, build_reward
-from r3.train.data import Table
 from r3.world.geneval_io import read_prompt_file
 from r3.world.prompts import GENEVAL_PP_TAGS, GENEVAL_TAGS, SUITES
 

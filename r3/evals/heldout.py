@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from r3.data.table import Table
 from r3.models.interface import SamplingConfig, UnifiedModel
-from r3.train.data import Table
 from r3.world.edits import STOP_ANSWER
 from r3.world.layout import layout_satisfies
 from r3.world.verifier import Verdict, verify_batch

@@ -52,6 +52,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from r3.config import BaseConfig, Config
+from r3.data.table import Table
 from r3.evals import heldout
 from r3.models.interface import SamplingConfig, TrainableUnifiedModel
 from r3.models.registry import load_checkpoint
@@ -60,9 +61,10 @@ from r3.rl.buffer import Node, RolloutBuffer
 from r3.rl.losses import image_policy_loss, text_policy_loss, total_loss
 from r3.rl.rollout import RolloutSettings, Rollouts, reason_rollouts, refine_rollouts
 from r3.rl.schedule import sde_step_index, step_kind
-from r3.train.data import SftTask, SynthSplit, Table
+from r3.train.data import SftTask, SynthSplit, task_loss
 from r3.train.distributed import Learner, make_accelerator, rank_seed_words
-from r3.train.sft import SftConfig, ema_update, evaluate_heldout, headline, sample_grids, task_loss
+from r3.train.ema import ema_update
+from r3.train.heldout_view import evaluate_heldout, sample_grids, skill_headline
 
 MetricLogger = Callable[[dict[str, float], int], None]
 log_ = logging.getLogger(__name__)
@@ -442,11 +444,6 @@ def fresh_state(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, rank: in
 
 # ----- evaluation -----
 
-def eval_view(policy: TrainableUnifiedModel, cfg: RlConfig) -> SftConfig:
-    """An SftConfig carrying just what the SFT stage's evaluation helpers read (the model and its eval sampling)."""
-    return SftConfig(model=policy.config, sampling=cfg.eval_sampling)
-
-
 def spread_rows(table: Table, n: int) -> Table:
     """n rows evenly spread over the table (held-out tables are sorted by tag: the first n would cover one tag)."""
     index = np.unique(np.linspace(0, len(table) - 1, min(n, len(table))).round().astype(int))
@@ -525,7 +522,7 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
 
         def check_heldout() -> None:
             record(quick_eval(evaluated, monitor, cfg, base), state.step)
-            sample_grids(evaluated, held, eval_view(evaluated, cfg), base, samples_dir, f"step{state.step:05d}")
+            sample_grids(evaluated, held, cfg.eval_sampling, base.canvas, base.seed, samples_dir, f"step{state.step:05d}")
 
         if main and state.step == 0:
             check_heldout()
@@ -546,12 +543,12 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
             return RlResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
         train_seconds = time.perf_counter() - started
         policy = evaluated.eval()
-        final = evaluate_heldout(policy, held, eval_view(policy, cfg), base)
-        record({f"heldout/{k}": v for k, v in headline(final).items()}, cfg.steps)
-    sample_grids(policy, held, eval_view(policy, cfg), base, samples_dir, "final")
+        final = evaluate_heldout(policy, held, cfg.eval_sampling, base.canvas, base.seed)
+        record({f"heldout/{k}": v for k, v in skill_headline(final).items()}, cfg.steps)
+    sample_grids(policy, held, cfg.eval_sampling, base.canvas, base.seed, samples_dir, "final")
     checkpoint = out_dir / "checkpoint"
     policy.save_pretrained(checkpoint)
-    metrics = {"headline": headline(final), **final, "steps": cfg.steps,
+    metrics = {"headline": skill_headline(final), **final, "steps": cfg.steps,
                "final_training_rewards": final_training_rewards(state.history, cfg.steps),
                "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

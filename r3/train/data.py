@@ -1,55 +1,16 @@
-"""Synth tables loaded once into memory as model-ready batches, for SFT, RL and evaluation."""
+"""The synth stage's tables of one split as model-ready training batches, and the loss of one task's batch
+(SFT trains on them; RL replays them)."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
-import polars as pl
 import torch
-from torch import Tensor
 
-from r3.data.io import decode_images, read_table
-from r3.models.interface import ImageCondition, TextQuery
-from r3.models.losses import ImageBatch, TextBatch
-
-
-def images_tensor(column: pl.Series) -> Tensor:
-    """PNG bytes column -> (N, 3, H, W) uint8 tensor (converted to float per batch)."""
-    return torch.from_numpy(decode_images(column)).permute(0, 3, 1, 2).contiguous()
-
-
-def as_float(images: Tensor) -> Tensor:
-    """(B, 3, H, W) uint8 -> float in [0, 1]."""
-    return images.float() / 255.0
-
-
-@dataclass(frozen=True)
-class Table:
-    """One synth table: its text columns as lists, its image columns as uint8 tensors."""
-
-    frame: pl.DataFrame
-    images: dict[str, Tensor]
-
-    @classmethod
-    def load(cls, path: Path) -> "Table":
-        frame = read_table(path)
-        image_columns = [c for c in frame.columns if c == "image" or c.endswith("_image")]
-        return cls(frame.drop(image_columns), {c: images_tensor(frame[c]) for c in image_columns})
-
-    def __len__(self) -> int:
-        return self.frame.height
-
-    def texts(self, column: str, index: np.ndarray | list[int]) -> list[str]:
-        return self.frame[column].gather(list(map(int, index))).to_list()
-
-    def records(self, index: np.ndarray | list[int]) -> list[dict]:
-        return [json.loads(m) for m in self.texts("metadata", index)]
-
-    def pixels(self, column: str, index: np.ndarray | list[int]) -> Tensor:
-        return as_float(self.images[column][torch.as_tensor(np.asarray(index), dtype=torch.long)])
-
+from r3.data.table import Table
+from r3.models.interface import ImageCondition, TextQuery, TrainableUnifiedModel
+from r3.models.losses import ImageBatch, TextBatch, flow_matching_loss, text_loss
 
 SftTask = Literal["generate", "edit", "reason", "reflect", "answer", "judge", "caption"]
 SFT_TASKS: tuple[str, ...] = get_args(SftTask)
@@ -100,3 +61,13 @@ class SynthSplit:
         if task == "judge":
             return TextBatch(TextQuery("judge", t.texts("prompt", index), t.pixels("image", index)), t.texts("answer", index))
         raise ValueError(f"unknown SFT task {task!r}; expected one of {SFT_TASKS}")
+
+
+def task_loss(model: TrainableUnifiedModel, data: SynthSplit, task: str, rng: np.random.Generator,
+              batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """The SFT loss of one random batch of `task`: flow matching for image tasks, token cross-entropy for text."""
+    index = rng.integers(0, data.size(task), size=batch_size)
+    batch = data.batch(task, index)
+    if isinstance(batch, ImageBatch):
+        return flow_matching_loss(model, batch, generator)
+    return text_loss(model, batch)

@@ -25,14 +25,13 @@ from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from r3.config import BaseConfig, Config
-from r3.data.grid import image_grid
-from r3.evals import heldout
 from r3.models.interface import SamplingConfig, TrainableUnifiedModel
-from r3.models.losses import ImageBatch, flow_matching_loss, text_loss
 from r3.models.registry import ModelConfig, build_model
 from r3.models.tiny import TinyConfig
-from r3.train.data import SFT_TASKS, SftTask, SynthSplit
+from r3.train.data import SFT_TASKS, SftTask, SynthSplit, task_loss
 from r3.train.distributed import Learner, fsdp_settings, full_state_dict, make_accelerator, rank_seed_words
+from r3.train.ema import ema_update
+from r3.train.heldout_view import evaluate_heldout, sample_grids, skill_headline
 
 MetricLogger = Callable[[dict[str, float], int], None]
 
@@ -65,8 +64,7 @@ class SftConfig(Config):
     """Examples per task in a step."""
     every_step: tuple[SftTask, ...] = ("generate", "reason")
     """Tasks trained at every step. Reasoning (text only, ~1/10 of a generation batch) is here because its
-    layout validity keeps rising with updates: trained alone, 0.27 / 0.59 / 0.72 / 0.92 after 250 / 500 /
-    1000 / 1500 steps of batch 32 (128 held-out prompts)."""
+    layout validity keeps rising with updates (docs/experiments.md)."""
     rotating_tasks_per_step: int = Field(2, ge=1)
     """How many of the other tasks (in rotation) each step trains besides `every_step`."""
     lr: float = Field(2e-3, gt=0)
@@ -119,15 +117,6 @@ def lr_factor(step: int, cfg: SftConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
-    """ema <- d * ema + (1 - d) * model, with d ramped up as (1 + step) / (10 + step) early in training
-    so that the average is not dominated by the random initialisation."""
-    d = min(decay, (1 + step) / (10 + step))
-    ema_params, params = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_params, params, 1 - d)
-
-
 def tasks_for_step(step: int, cfg: SftConfig) -> list[str]:
     """The weighted `every_step` tasks, plus `rotating_tasks_per_step` of the other weighted tasks in turn."""
     weighted = [t for t in SFT_TASKS if getattr(cfg.weights, t) > 0]
@@ -137,74 +126,11 @@ def tasks_for_step(step: int, cfg: SftConfig) -> list[str]:
     return tasks + [others[(step * k + i) % len(others)] for i in range(k)]
 
 
-def task_loss(model: TrainableUnifiedModel, data: SynthSplit, task: str, rng: np.random.Generator,
-              batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    index = rng.integers(0, data.size(task), size=batch_size)
-    batch = data.batch(task, index)
-    if isinstance(batch, ImageBatch):
-        return flow_matching_loss(model, batch, generator)
-    return text_loss(model, batch)
-
-
 def step_losses(model: TrainableUnifiedModel, data: SynthSplit, tasks: list[str], cfg: SftConfig,
                 rng: np.random.Generator, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted total loss of one step's tasks, and each task's loss."""
     losses = {t: task_loss(model, data, t, rng, cfg.batch_size, generator) for t in tasks}
     return sum(getattr(cfg.weights, t) * loss for t, loss in losses.items()), losses
-
-
-def evaluate_heldout(model: TrainableUnifiedModel, data: SynthSplit, cfg: SftConfig, base: BaseConfig,
-                     limit: int | None = None) -> dict:
-    """Every held-out skill metric of issue #3 (limit rows per metric for the quick curves)."""
-    model.eval()
-    canvas = cfg.model.canvas
-    metrics = {
-        "vqa": heldout.vqa_accuracy(model, data.vqa, limit=limit),
-        "ita": heldout.ita_accuracy(model, data.ita, limit=limit),
-        "reasoning_validity": heldout.reasoning_validity(model, data.enrichment, canvas, limit=limit),
-        "reflection": heldout.reflection_accuracy(model, data.reflection, limit=limit),
-        "generation": heldout.generation_accuracy(model, data.enrichment, cfg.sampling, canvas, base.seed, limit=limit),
-        "editing": heldout.editing_success(model, data.editing, cfg.sampling, canvas, base.seed, limit=limit),
-    }
-    model.train()
-    return metrics
-
-
-def headline(metrics: dict) -> dict[str, float]:
-    """The flat numbers a curve or a table shows."""
-    gen = metrics["generation"]
-    return {
-        "vqa": metrics["vqa"]["overall"],
-        "ita": metrics["ita"]["overall"],
-        "reasoning_validity": metrics["reasoning_validity"]["overall"],
-        "reflection": metrics["reflection"]["overall"],
-        "editing": metrics["editing"]["overall"],
-        **{f"generation_strict/{s}": v for s, v in gen["strict"]["overall"].items()},
-        **{f"generation_partial/{s}": v for s, v in gen["partial"]["overall"].items()},
-    }
-
-
-@torch.no_grad()
-def sample_grids(model: TrainableUnifiedModel, data: SynthSplit, cfg: SftConfig, base: BaseConfig, out_dir: Path,
-                 tag: str, n: int = 8) -> list[Path]:
-    """Generation (prompt -> reasoning -> image) and editing (source -> edited) sample grids."""
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index = np.linspace(0, len(data.enrichment) - 1, n).astype(int)
-    prompts = data.enrichment.texts("prompt", index)
-    reasoning = model.reason(prompts, heldout.GREEDY).texts
-    generated = model.generate(prompts, reasoning, cfg.sampling, noise=heldout.noise_for(index, cfg.model.canvas, base.seed))
-    edit_index = np.linspace(0, len(data.editing) - 1, n // 2).astype(int)
-    sources = data.editing.pixels("source_image", edit_index)
-    instructions = data.editing.texts("instruction", edit_index)
-    edited = model.edit(sources, instructions, cfg.sampling, noise=heldout.noise_for(edit_index, cfg.model.canvas, base.seed))
-    model.train()
-    gen_path, edit_path = out_dir / f"generation_{tag}.png", out_dir / f"editing_{tag}.png"
-    image_grid(list(heldout.to_uint8(generated.images)), prompts).save(gen_path)
-    pairs = [img for pair in zip(heldout.to_uint8(sources), heldout.to_uint8(edited.images), strict=True) for img in pair]
-    captions = [c for i in instructions for c in (f"source: {i}", "edited")]
-    image_grid(pairs, captions).save(edit_path)
-    return [gen_path, edit_path]
 
 
 def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
@@ -267,19 +193,21 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
             if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 averaged = gathered_ema()
                 if main:  # the others go on to the next step and wait there for the main process
-                    quick = evaluate_heldout(averaged, held, cfg, base, limit=cfg.quick_eval_rows)
-                    record({f"heldout/{k}": v for k, v in headline(quick).items()}, step + 1)
-                    samples += sample_grids(averaged, held, cfg, base, out_dir / "samples", f"step{step + 1:05d}")
+                    quick = evaluate_heldout(averaged, held, cfg.sampling, cfg.model.canvas, base.seed,
+                                             limit=cfg.quick_eval_rows)
+                    record({f"heldout/{k}": v for k, v in skill_headline(quick).items()}, step + 1)
+                    samples += sample_grids(averaged, held, cfg.sampling, cfg.model.canvas, base.seed, out_dir / "samples",
+                                           f"step{step + 1:05d}")
         averaged = gathered_ema()
         if not main:
             return SftResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
         train_seconds = time.perf_counter() - started
-        metrics = evaluate_heldout(averaged, held, cfg, base)
-        record({f"heldout/{k}": v for k, v in headline(metrics).items()}, cfg.steps)
-    samples += sample_grids(averaged, held, cfg, base, out_dir / "samples", "final")
+        metrics = evaluate_heldout(averaged, held, cfg.sampling, cfg.model.canvas, base.seed)
+        record({f"heldout/{k}": v for k, v in skill_headline(metrics).items()}, cfg.steps)
+    samples += sample_grids(averaged, held, cfg.sampling, cfg.model.canvas, base.seed, out_dir / "samples", "final")
     checkpoint = out_dir / "checkpoint"
     averaged.save_pretrained(checkpoint)
-    metrics = {"headline": headline(metrics), **metrics,
+    metrics = {"headline": skill_headline(metrics), **metrics,
                "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return SftResult(checkpoint, metrics, history_path, samples)
