@@ -26,7 +26,7 @@ from r3.config import BaseConfig, Config
 from r3.data.io import png_bytes, scene_from_json, scene_to_json, write_table
 from r3.world.edits import ERROR_KINDS, STOP_ANSWER, corrupt
 from r3.world.layout import layout_text
-from r3.world.prompts import SUITES, sample_example
+from r3.world.prompts import SUITES, sample_example, spaced_words
 from r3.world.questions import ITA_NO, ITA_YES, ita_question, sample_vqa
 from r3.world.render import render
 from r3.world.scene import Scene
@@ -82,7 +82,7 @@ def heldout_pool(base: BaseConfig, cfg: SynthConfig) -> list[Example]:
     for i, (suite, tag) in enumerate(suite_tags()):
         rng = np.random.default_rng([base.seed, 1000 + i])
         candidates = [sample_example(suite, tag, rng, base.canvas) for _ in range(cfg.candidates_per_tag)]
-        texts = sorted({record["prompt"] for record, _ in candidates})
+        texts = sorted({record["prompt"] for record, _ in candidates}, key=spaced_words)
         n_held = max(1, round(len(texts) * cfg.heldout_fraction))
         if n_held >= len(texts):
             raise ValueError(f"synth: tag {suite}/{tag} has only {len(texts)} prompt texts; cannot hold any out")

@@ -67,10 +67,17 @@ def entry_phrase(entry: dict[str, Any]) -> str:
 
 
 def join_phrases(phrases: list[str]) -> str:
-    """"a", "a and b", "a , b and c"."""
+    """"a", "a and b", "a, b and c"."""
     if len(phrases) <= 2:
         return " and ".join(phrases)
-    return " , ".join(phrases[:-1]) + " and " + phrases[-1]
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def spaced_words(text: str) -> str:
+    """The text with a space before each comma ("a, b and c" -> "a , b and c"): the word sequence the
+    tokenizer sees, and the order that the synth stage sorts prompt texts in (it did so before prompts lost
+    that space, so the held-out split of a seed stays what it was)."""
+    return text.replace(",", " ,")
 
 
 # ---------------------------------------------------------------- records
@@ -252,7 +259,8 @@ def sample_example(suite: str, tag: str, rng: np.random.Generator, canvas: int =
 def vocabulary() -> list[str]:
     """Every word of prompts, layout texts, edit instructions, the stop answer, VQA and ITA texts.
 
-    Texts are space-separated words (punctuation included), so `text.split()` tokenises them.
+    Texts are words separated by spaces, commas attached to the word before them ("a cross, two squares"); the
+    tokenizer splits punctuation off.
     """
     # imported here: these modules build on this one
     from r3.world.edits import EDIT_WORDS
