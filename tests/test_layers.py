@@ -1,0 +1,57 @@
+"""The import layers check: the project passes it, and it catches upward and sideways imports and cycles."""
+
+from pathlib import Path
+
+import pytest
+
+from r3.devtools import layers
+from r3.devtools.imports import explicit_imports, project_modules
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, source in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return root
+
+
+PACKAGES = {"r3/__init__.py": "", "r3/world/__init__.py": "", "r3/rl/__init__.py": "", "r3/train/__init__.py": "",
+            "r3/rl/b.py": "X = 1\n", "r3/train/sft.py": "Y = 1\n"}
+
+
+def test_the_project_has_no_cycle_and_no_upward_import(capsys):
+    assert layers.main([]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.index("flows") < out.index("tasks") < out.index("r3.rl") < out.index("r3.world")  # top down
+
+
+@pytest.mark.parametrize("source", ["from r3.rl.b import X\n", "from ..rl import b\n", "import r3.rl.b\n",
+                                    "def f():\n    from r3.rl import b\n"])
+def test_an_upward_import_fails(tmp_path, capsys, source):
+    root = write_tree(tmp_path, {**PACKAGES, "r3/world/a.py": source})
+    assert layers.main(["--root", str(root)]) == 1
+    assert "upward import: r3.world.a (r3.world, layer 2) -> r3.rl.b (r3.rl, layer 8)" in capsys.readouterr().err
+
+
+def test_a_stage_importing_its_peer_fails(tmp_path, capsys):
+    root = write_tree(tmp_path, {**PACKAGES, "r3/rl/c.py": "from r3.train.sft import Y\n"})
+    assert layers.main(["--root", str(root)]) == 1
+    assert "sideways import: r3.rl.c" in capsys.readouterr().err
+
+
+def test_an_import_time_cycle_fails_and_a_deferred_import_breaks_it(tmp_path, capsys):
+    cycle = {"r3/world/a.py": "from r3.world.b import B\nA = 1\n", "r3/world/b.py": "from r3.world.a import A\nB = 1\n"}
+    assert layers.main(["--root", str(write_tree(tmp_path / "cycle", {**PACKAGES, **cycle}))]) == 1
+    assert "cycle: r3.world.a <-> r3.world.b" in capsys.readouterr().err
+    deferred = {**cycle, "r3/world/b.py": "def b():\n    from r3.world.a import A\n    return A\n"}
+    root = write_tree(tmp_path / "deferred", {**PACKAGES, **deferred})
+    assert layers.main(["--root", str(root)]) == 0
+    assert explicit_imports(project_modules(root))["r3.world.b"] == {"r3.world.a"}
+
+
+def test_a_module_is_in_the_unit_of_its_longest_prefix():
+    assert layers.unit_of("r3.train.sft") == (8, "r3.train.sft")
+    assert layers.unit_of("r3.train.heldout_view") == (7, "r3.train")
+    assert layers.unit_of("flows.graph") == (10, "flows")
+    assert layers.unit_of("bench.rl_step") is None
