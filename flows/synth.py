@@ -24,15 +24,18 @@ def synth_flow(base: BaseConfig, synth: SynthConfig) -> dict:
     pool_path = pool["paths"][0]
     tables: dict[Path, str] = {}
     counts: dict[str, dict] = {split: {} for split in SPLITS}
+    redrawn = {"heldout pool": pool["redrawn"]}
     for split in SPLITS:
         for table in TABLES:
             result = run_cached(table_task, stage_key(f"synth-{table}-{split}", configs, [pool_path]),
                                 table=table, split=split, base=base, cfg=synth, pool_path=pool_path)
             tables[paths.SYNTH / split / f"{table}.parquet"] = result["paths"][0]
             counts[split][table] = result["counts"]
+            if split == "train":
+                redrawn[f"train/{table}"] = result["redrawn"]
     enrichment = tables[paths.SYNTH_TRAIN / "enrichment.parquet"]
     summary = run_cached(summary_task, stage_key("synth-summary", configs, list(tables.values())),
-                         base=base, counts=counts, enrichment_path=enrichment)
+                         base=base, counts=counts, redrawn=redrawn, enrichment_path=enrichment)
     metrics_path, card_path, samples_path = summary["paths"]
     for split_dir in (paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT):
         shutil.rmtree(split_dir, ignore_errors=True)  # no table of an older run may linger

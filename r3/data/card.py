@@ -27,7 +27,9 @@ def synth_metrics(counts: dict[str, dict[str, dict[str, int]]]) -> dict:
     }
 
 
-def data_card(metrics: dict, canvas: int, seed: int) -> str:
+def data_card(metrics: dict, redrawn: dict[str, int], canvas: int, seed: int) -> str:
+    """The card; `redrawn` counts, per table (and for the held-out pool), the prompts dropped and drawn again
+    because their objects could not be placed on the canvas (mentioned only when there were any)."""
     lines = [
         "# ShapeWorld synthetic data",
         "",
@@ -40,6 +42,10 @@ def data_card(metrics: dict, canvas: int, seed: int) -> str:
     ]
     for table, doc in TABLE_DOCS.items():
         lines.append(f"| {table} | {doc} | {metrics['train'][table]['rows']} | {metrics['heldout'][table]['rows']} |")
+    if sum(redrawn.values()):
+        where = ", ".join(f"{name} {n}" for name, n in redrawn.items() if n)
+        lines += ["", f"Prompts redrawn because their objects could not be placed on the canvas: "
+                      f"{sum(redrawn.values())} ({where})."]
     return "\n".join(lines) + "\n"
 
 
@@ -57,9 +63,10 @@ def tag_grids(enrichment_path: Path, out_dir: Path, per_tag: int = 8) -> list[Pa
     return paths
 
 
-def write_summary(counts: dict, canvas: int, seed: int, metrics_path: Path, card_path: Path) -> dict:
+def write_summary(counts: dict, redrawn: dict[str, int], canvas: int, seed: int, metrics_path: Path,
+                  card_path: Path) -> dict:
     metrics = synth_metrics(counts)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    card_path.write_text(data_card(metrics, canvas, seed))
+    card_path.write_text(data_card(metrics, redrawn, canvas, seed))
     return metrics

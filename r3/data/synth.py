@@ -26,13 +26,15 @@ from r3.config import BaseConfig, Config
 from r3.data.io import png_bytes, scene_from_json, scene_to_json, write_table
 from r3.world.edits import ERROR_KINDS, STOP_ANSWER, corrupt
 from r3.world.layout import layout_text
-from r3.world.prompts import SUITES, sample_example, spaced_words
+from r3.world.prompts import SUITES, PlacementError, sample_example, spaced_words
 from r3.world.questions import ITA_NO, ITA_YES, ita_question, sample_vqa
 from r3.world.render import render
 from r3.world.scene import Scene
 
 TABLES = ("prompts", "enrichment", "editing", "reflection", "vqa", "ita")
 SPLITS = ("train", "heldout")
+MAX_REDRAWS = 100
+"""Prompts of one tag in a row whose objects could not be placed before the stage gives up."""
 
 
 class SynthConfig(Config):
@@ -66,10 +68,23 @@ class Example:
     tag: str
     record: dict
     scene: Scene
+    redraws: int = 0
+    """Prompts drawn (and dropped) right before this one because their objects could not be placed."""
 
 
 def suite_tags() -> list[tuple[str, str]]:
     return [(suite, tag) for suite, tags in SUITES.items() for tag in tags]
+
+
+def draw_example(suite: str, tag: str, rng: np.random.Generator, canvas: int) -> Example:
+    """One example of the tag; a prompt whose objects cannot be placed is redrawn and counted in `redraws`."""
+    for redraws in range(MAX_REDRAWS):
+        try:
+            record, scene = sample_example(suite, tag, rng, canvas)
+        except PlacementError:
+            continue
+        return Example(suite, tag, record, scene, redraws)
+    raise RuntimeError(f"synth: {MAX_REDRAWS} prompts of {suite}/{tag} in a row could not be placed on the canvas")
 
 
 def table_rng(base: BaseConfig, table: str, split: str) -> np.random.Generator:
@@ -81,19 +96,25 @@ def heldout_pool(base: BaseConfig, cfg: SynthConfig) -> list[Example]:
     pool: list[Example] = []
     for i, (suite, tag) in enumerate(suite_tags()):
         rng = np.random.default_rng([base.seed, 1000 + i])
-        candidates = [sample_example(suite, tag, rng, base.canvas) for _ in range(cfg.candidates_per_tag)]
-        texts = sorted({record["prompt"] for record, _ in candidates}, key=spaced_words)
+        candidates = [draw_example(suite, tag, rng, base.canvas) for _ in range(cfg.candidates_per_tag)]
+        texts = sorted({e.record["prompt"] for e in candidates}, key=spaced_words)
         n_held = max(1, round(len(texts) * cfg.heldout_fraction))
         if n_held >= len(texts):
             raise ValueError(f"synth: tag {suite}/{tag} has only {len(texts)} prompt texts; cannot hold any out")
         held = set(rng.choice(texts, size=n_held, replace=False).tolist())
-        pool += [Example(suite, tag, r, s) for r, s in candidates if r["prompt"] in held]
+        pool += [e for e in candidates if e.record["prompt"] in held]
     return pool
+
+
+def pool_redraws(pool: list[Example]) -> int:
+    """Prompts redrawn while drawing the held-out candidates that made it into the pool."""
+    return sum(e.redraws for e in pool)
 
 
 def pool_to_jsonl(pool: list[Example], path: Path) -> None:
     lines = [
-        json.dumps({"suite": e.suite, "tag": e.tag, "record": e.record, "scene": scene_to_json(e.scene)})
+        json.dumps({"suite": e.suite, "tag": e.tag, "record": e.record, "scene": scene_to_json(e.scene),
+                    "redraws": e.redraws})
         for e in pool
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +123,7 @@ def pool_to_jsonl(pool: list[Example], path: Path) -> None:
 
 def pool_from_jsonl(path: Path) -> list[Example]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-    return [Example(r["suite"], r["tag"], r["record"], scene_from_json(r["scene"])) for r in rows]
+    return [Example(r["suite"], r["tag"], r["record"], scene_from_json(r["scene"]), r["redraws"]) for r in rows]
 
 
 def heldout_examples(pool: list[Example], per_tag: int, rng: np.random.Generator) -> Iterator[Example]:
@@ -116,17 +137,20 @@ def heldout_examples(pool: list[Example], per_tag: int, rng: np.random.Generator
 def train_examples(
     n: int, held_texts: set[str], rng: np.random.Generator, canvas: int, max_rejections: int
 ) -> Iterator[Example]:
-    """`n` fresh examples, tags cycled, none with a held-out prompt text."""
+    """`n` fresh examples, tags cycled, none with a held-out prompt text; `redraws` counts the unplaceable prompts
+    drawn since the previous example."""
     pairs = suite_tags()
     for i in range(n):
         suite, tag = pairs[i % len(pairs)]
+        redraws = 0
         for _ in range(max_rejections):
-            record, scene = sample_example(suite, tag, rng, canvas)
-            if record["prompt"] not in held_texts:
+            example = draw_example(suite, tag, rng, canvas)
+            redraws += example.redraws
+            if example.record["prompt"] not in held_texts:
                 break
         else:
             raise RuntimeError(f"synth: {max_rejections} draws for {suite}/{tag} all fell on held-out prompts")
-        yield Example(suite, tag, record, scene)
+        yield Example(suite, tag, example.record, example.scene, redraws)
 
 
 def _base_row(e: Example) -> dict:
@@ -197,8 +221,9 @@ def _row_builder(table: str) -> Callable[[Example, np.random.Generator, int], di
 
 def build_table(
     table: str, split: str, base: BaseConfig, cfg: SynthConfig, pool: list[Example], out_path: Path
-) -> dict[str, int]:
-    """Write one table of one split; return its row count per tag."""
+) -> tuple[dict[str, int], int]:
+    """Write one table of one split; return its row count per tag and the prompts redrawn while drawing its
+    examples (train only: held-out rows come from the pool, whose redraws `pool_redraws` counts)."""
     per_prompt = table in ("prompts", "enrichment")
     # prompts and enrichment share their draws so that every enrichment row has its prompt row
     rng = table_rng(base, "prompts" if per_prompt else table, split)
@@ -211,9 +236,12 @@ def build_table(
         held = {e.record["prompt"] for e in pool}
         examples = train_examples(total, held, rng, base.canvas, cfg.max_rejections)
     build_row = _row_builder(table)
-    rows = [build_row(e, rng, i) for i, e in enumerate(tqdm(examples, total=total, desc=f"synth {table}/{split}"))]
+    rows, redrawn = [], 0
+    for i, e in enumerate(tqdm(examples, total=total, desc=f"synth {table}/{split}")):
+        rows.append(build_row(e, rng, i))  # drawing and building share `rng`, in this order
+        redrawn += e.redraws
     write_table(rows, out_path)
     counts: dict[str, int] = {}
     for row in rows:
         counts[f"{row['suite']}/{row['tag']}"] = counts.get(f"{row['suite']}/{row['tag']}", 0) + 1
-    return counts
+    return counts, 0 if split == "heldout" else redrawn

@@ -176,6 +176,35 @@ def clear_relation(dx: np.ndarray, dy: np.ndarray, relation: str, cell: float) -
     return (along >= MIN_RELATION_CELLS * cell - 1e-6) & (across <= along)
 
 
+class PlacementError(RuntimeError):
+    """No placement of a record's objects exists (or none was found within the search budget)."""
+
+
+def _free_cells(
+    xs: np.ndarray, ys: np.ndarray, spec: tuple[str, str, str, int], placed: list[SceneObject],
+    specs: list[tuple[str, str, str, int]], relations: dict[int, tuple[str, int]], canvas: int,
+) -> np.ndarray:
+    """Indices of the cell centres where `spec` fits beside the `placed` objects (the first of `specs`)."""
+    _, _, size, group = spec
+    half = object_extent(size, canvas) / 2
+    ok = (xs >= half) & (xs <= canvas - half) & (ys >= half) & (ys <= canvas - half)
+    for other in placed:
+        need = half + object_extent(other.size, canvas) / 2 + object_gap(canvas)
+        ok &= (np.abs(xs - other.x) >= need) | (np.abs(ys - other.y) >= need)
+    if group in relations:
+        relation, reference = relations[group]
+        for other, (*_, other_group) in zip(placed, specs):
+            if other_group == reference:
+                ok &= clear_relation(xs - other.x, ys - other.y, relation, canvas / GRID)
+    return np.flatnonzero(ok)
+
+
+def _cell_centres(canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    centres = (np.arange(GRID) + 0.5) * canvas / GRID
+    xs, ys = (a.ravel() for a in np.meshgrid(centres, centres))  # (G*G,) each
+    return xs, ys
+
+
 def place_objects(
     specs: list[tuple[str, str, str, int]],
     relations: dict[int, tuple[str, int]],
@@ -187,39 +216,68 @@ def place_objects(
     relations[g] = (relation, h): every object of group g must stand plainly in the relation to
     every object of group h (h's objects come first in `specs`).
     """
-    centres = (np.arange(GRID) + 0.5) * canvas / GRID
-    xs, ys = (a.ravel() for a in np.meshgrid(centres, centres))  # (G*G,) each
+    xs, ys = _cell_centres(canvas)
     placed: list[SceneObject] = []
-    for shape, color, size, group in specs:
-        half = object_extent(size, canvas) / 2
-        ok = (xs >= half) & (xs <= canvas - half) & (ys >= half) & (ys <= canvas - half)
-        for other in placed:
-            need = half + object_extent(other.size, canvas) / 2 + object_gap(canvas)
-            ok &= (np.abs(xs - other.x) >= need) | (np.abs(ys - other.y) >= need)
-        if group in relations:
-            relation, reference = relations[group]
-            for other, (*_, other_group) in zip(placed, specs):
-                if other_group == reference:
-                    ok &= clear_relation(xs - other.x, ys - other.y, relation, canvas / GRID)
-        free = np.flatnonzero(ok)
+    for spec in specs:
+        free = _free_cells(xs, ys, spec, placed, specs, relations, canvas)
         if len(free) == 0:
             return None
         i = free[int(rng.integers(len(free)))]
-        placed.append(SceneObject(shape, color, size, float(xs[i]), float(ys[i])))
+        placed.append(SceneObject(*spec[:3], float(xs[i]), float(ys[i])))
     return placed
+
+
+SEARCH_BUDGET = 200_000
+"""Most partial placements the exhaustive search visits before it gives up."""
+
+
+def place_exhaustively(
+    specs: list[tuple[str, str, str, int]], relations: dict[int, tuple[str, int]], canvas: int
+) -> list[SceneObject] | None:
+    """The first placement of `specs` (same rules as `place_objects`) in a depth-first search over the cell
+    centres, or None if there is none. Identical consecutive specs take increasing cells (their order does not
+    matter), which keeps the search small."""
+    xs, ys = _cell_centres(canvas)
+    placed: list[SceneObject] = []
+    cells: list[int] = []
+    visits = 0
+
+    def extend() -> bool:
+        nonlocal visits
+        k = len(placed)
+        if k == len(specs):
+            return True
+        visits += 1
+        if visits > SEARCH_BUDGET:
+            return False
+        free = _free_cells(xs, ys, specs[k], placed, specs, relations, canvas)
+        if k > 0 and specs[k] == specs[k - 1]:
+            free = free[free > cells[-1]]
+        for i in free:
+            placed.append(SceneObject(*specs[k][:3], float(xs[i]), float(ys[i])))
+            cells.append(int(i))
+            if extend():
+                return True
+            placed.pop()
+            cells.pop()
+        return False
+
+    return placed if extend() else None
 
 
 def scene_for(record: dict[str, Any], rng: np.random.Generator, canvas: int = 32) -> Scene:
     """A scene holding exactly the record's objects (which must be ShapeWorld's), satisfying it;
     unspecified colours and sizes are drawn at random.
 
+    Random placement is tried first; when every try is stuck, an exhaustive search places the last drawn
+    objects (then, if that fails, with every unspecified size small). PlacementError if neither finds a scene.
     Objects are listed in the prompt's order of mention, each group left to right.
     """
     check_canvas(canvas)
     include = record["include"]
     relations = {i: (e["position"][0], e["position"][1]) for i, e in enumerate(include) if e.get("position")}
-    mention = _mention_order(include)
     colors = tuple(COLORS)
+    specs: list[tuple[str, str, str, int]] = []
     for _ in range(_PLACEMENT_TRIES):
         specs = [
             (
@@ -234,9 +292,20 @@ def scene_for(record: dict[str, Any], rng: np.random.Generator, canvas: int = 32
         placed = place_objects(specs, relations, canvas, rng)
         # the check matters only for outside records (e.g. a position naming a later include)
         if placed is not None and check(placed, record, margin=relation_margin(canvas)).strict:
-            order = sorted(range(len(placed)), key=lambda k: (mention.index(specs[k][3]), placed[k].x, placed[k].y))
-            return Scene(objects=tuple(placed[k] for k in order), canvas=canvas)
-    raise RuntimeError(f"could not place the objects of {record['prompt']!r} on a {canvas}x{canvas} canvas")
+            return _in_mention_order(placed, specs, include, canvas)
+    smallest = [(shape, color, include[g].get("size") or SIZES[0], g) for shape, color, _, g in specs]
+    for candidate in (specs, smallest):
+        placed = place_exhaustively(candidate, relations, canvas)
+        if placed is not None and check(placed, record, margin=relation_margin(canvas)).strict:
+            return _in_mention_order(placed, candidate, include, canvas)
+    raise PlacementError(f"could not place the objects of {record['prompt']!r} on a {canvas}x{canvas} canvas")
+
+
+def _in_mention_order(placed: list[SceneObject], specs: list[tuple[str, str, str, int]],
+                      include: list[dict[str, Any]], canvas: int) -> Scene:
+    mention = _mention_order(include)
+    order = sorted(range(len(placed)), key=lambda k: (mention.index(specs[k][3]), placed[k].x, placed[k].y))
+    return Scene(objects=tuple(placed[k] for k in order), canvas=canvas)
 
 
 def _mention_order(include: list[dict[str, Any]]) -> list[int]:
