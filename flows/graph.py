@@ -1,6 +1,12 @@
 """The stage graph, single source of truth: `dvc.yaml` is rendered from it and the pipeline
-flow runs it in order. `python -m flows.graph` rewrites dvc.yaml; a test fails if they differ."""
+flow runs it in order. `python -m flows.graph` rewrites dvc.yaml; `python -m flows.graph --check` exits 1
+when dvc.yaml is not what the graph renders (a stage's code changed its imports, or the graph changed).
 
+A stage's code deps are not listed by hand: they are the files of the import closure of its flow module
+flows/<name>.py (r3.devtools.imports.stage_code), the same files whose digest keys its Prefect cache.
+"""
+
+import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from r3 import paths
+from r3.devtools.imports import stage_code
 
 
 @dataclass(frozen=True)
@@ -16,8 +23,8 @@ class Stage:
     """Stage name; its flow lives in `flows/<name>.py`."""
     params: tuple[str, ...]
     """params.yaml sections the stage reads (changing any other section does not rerun it)."""
-    deps: tuple[str, ...]
-    """Code and upstream outputs the stage depends on."""
+    inputs: tuple[str, ...]
+    """Upstream outputs the stage reads (its code deps are derived: see `code`)."""
     outs: tuple[str, ...]
     """Outputs cached and versioned by DVC."""
     metrics: tuple[str, ...] = ()
@@ -29,40 +36,43 @@ class Stage:
     def cmd(self) -> str:
         return f"python -m flows.{self.name}"
 
+    @property
+    def code(self) -> tuple[str, ...]:
+        """The project source files its flow module runs when imported (deferred imports included)."""
+        return stage_code(self.name)
 
-COMMON_CODE = ("r3/config.py", "r3/params.py", "r3/paths.py", "flows/cli.py", "tasks/cache.py", "tasks/tracking.py")
+    @property
+    def deps(self) -> tuple[str, ...]:
+        """What DVC reruns the stage on besides params: its code, then its upstream outputs."""
+        return self.code + self.inputs
+
 
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="synth",
         params=("base", "synth"),
-        deps=(*COMMON_CODE, "r3/world", "r3/data", "flows/synth.py", "tasks/synth.py"),
+        inputs=(),
         outs=(str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT), str(paths.SYNTH_SAMPLES), str(paths.SYNTH_CARD)),
         metrics=(str(paths.SYNTH_METRICS),),
     ),
     Stage(
         name="sft",
         params=("base", "sft"),
-        deps=(*COMMON_CODE, "r3/models", "r3/train", "r3/evals", "flows/sft.py", "tasks/sft.py",
-              "tasks/training.py",
-              str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
+        inputs=(str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
         outs=(str(paths.SFT_CHECKPOINT), str(paths.SFT_SAMPLES)),
         metrics=(str(paths.SFT_METRICS),),
     ),
     Stage(
         name="rl",
         params=("base", "rl"),
-        deps=(*COMMON_CODE, "r3/models", "r3/rl", "r3/rewards", "r3/train", "r3/evals", "flows/rl.py", "tasks/rl.py",
-              "tasks/training.py", str(paths.SFT_CHECKPOINT), str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
+        inputs=(str(paths.SFT_CHECKPOINT), str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
         outs=(str(paths.RL_CHECKPOINT), str(paths.RL_SAMPLES)),
         metrics=(str(paths.RL_METRICS),),
     ),
     Stage(
         name="evaluate",
         params=("base", "evaluate", "runner"),
-        deps=(*COMMON_CODE, "r3/models", "r3/evals", "r3/world", "r3/rewards", "r3/train", "flows/evaluate.py",
-              "tasks/evaluate.py", "tasks/runner.py", str(paths.SFT_CHECKPOINT), str(paths.RL_CHECKPOINT),
-              str(paths.SYNTH_HELDOUT)),
+        inputs=(str(paths.SFT_CHECKPOINT), str(paths.RL_CHECKPOINT), str(paths.SYNTH_HELDOUT)),
         outs=(str(paths.EVALUATE_REPORT), str(paths.EVALUATE_FIGURES)),
         metrics=(str(paths.EVALUATE_METRICS),),
         plots=(str(paths.EVALUATE_SCALING), str(paths.EVALUATE_TAGS)),
@@ -106,9 +116,35 @@ def render_dvc_yaml() -> str:
     return header + yaml.safe_dump(dvc_yaml(), sort_keys=False)
 
 
-def main() -> int:
-    Path("dvc.yaml").write_text(render_dvc_yaml())
-    print(f"wrote dvc.yaml with stages: {', '.join(s.name for s in STAGES)}", file=sys.stderr)
+def stale_deps(on_disk: dict) -> list[str]:
+    """One line per dependency the graph gives a stage that `on_disk` (a loaded dvc.yaml) lacks."""
+    stages = on_disk.get("stages") or {}
+    return [f"{stage.name}: {dep}" for stage in STAGES
+            for dep in stage.deps if dep not in (stages.get(stage.name) or {}).get("deps", [])]
+
+
+def check(path: Path) -> int:
+    """0 when `path` is exactly the rendered graph; else 1, naming the missing deps."""
+    rendered = render_dvc_yaml()
+    on_disk = path.read_text() if path.exists() else ""
+    if on_disk == rendered:
+        return 0
+    missing = stale_deps(yaml.safe_load(on_disk) or {})
+    print(f"{path} is stale: run `python -m flows.graph`", file=sys.stderr)
+    for line in missing:
+        print(f"  missing dependency {line}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render dvc.yaml from the stage graph.")
+    parser.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs instead of writing it")
+    parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"), help="the file (default: dvc.yaml)")
+    args = parser.parse_args(argv)
+    if args.check:
+        return check(args.dvc_yaml)
+    args.dvc_yaml.write_text(render_dvc_yaml())
+    print(f"wrote {args.dvc_yaml} with stages: {', '.join(s.name for s in STAGES)}", file=sys.stderr)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Cache keys for stage tasks: (task name, stage config, input file digests, code version).
 
 Prefect's default policy keys on the run; ours keys on content, so rerunning a stage with the
-same config, inputs and library code hits the cache and does no work. A task writes its files
+same config, inputs and code hits the cache and does no work. "The code" of a stage is what DVC
+reruns it on: the files its flow module imports (r3.devtools.imports.stage_code). A task writes its files
 into `artifact_dir(key)` (inside Prefect's project-local storage), so a cached result always
 points at files that still belong to it.
 """
@@ -15,9 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from r3.devtools.imports import stage_code
 from tasks._env import PROJECT_ROOT
-
-CODE_DIRS = (PROJECT_ROOT / "r3", PROJECT_ROOT / "tasks")
 
 
 def _hash_files(root: Path, pattern: str = "**/*") -> str:
@@ -29,9 +29,13 @@ def _hash_files(root: Path, pattern: str = "**/*") -> str:
     return digest.hexdigest()
 
 
-def code_version() -> str:
-    """Digest of the library and task source: any change there invalidates every cached result."""
-    return hashlib.sha256("".join(_hash_files(d, "**/*.py") for d in CODE_DIRS).encode()).hexdigest()
+def code_version(stage: str) -> str:
+    """Digest of the stage's code (the files of its DVC code deps): a change there invalidates its cached results."""
+    digest = hashlib.sha256()
+    for name in stage_code(stage, PROJECT_ROOT):
+        digest.update(name.encode())
+        digest.update(hashlib.sha256((PROJECT_ROOT / name).read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def input_digest(path: str | Path) -> str:
@@ -42,7 +46,8 @@ def input_digest(path: str | Path) -> str:
 
 
 def stage_key(task: str, configs: list[BaseModel] | dict[str, Any], inputs: list[str | Path] = ()) -> str:
-    """Content key for one task call."""
+    """Content key for one task call. `task` is the stage name or starts with it ("sft-train", "synth-summary"):
+    the key covers that stage's code."""
     if isinstance(configs, dict):
         config_json = json.dumps(configs, sort_keys=True, default=str)
     else:
@@ -51,7 +56,7 @@ def stage_key(task: str, configs: list[BaseModel] | dict[str, Any], inputs: list
         "task": task,
         "config": config_json,
         "inputs": {str(p): input_digest(p) for p in inputs},
-        "code": code_version(),
+        "code": code_version(task.split("-", 1)[0]),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -97,3 +97,9 @@ def code_files(start: str, root: Path = ROOT) -> tuple[str, ...]:
     if start not in modules:
         raise KeyError(f"{start}: not a module of {', '.join(PACKAGES)} under {root}")
     return tuple(sorted(modules[m].relative_to(root).as_posix() for m in closure(start, modules)))
+
+
+def stage_code(stage: str, root: Path = ROOT) -> tuple[str, ...]:
+    """The code of a pipeline stage: `code_files` of its flow module flows/<stage>.py. DVC's code deps of the stage
+    (flows.graph) and the code digest of its Prefect cache keys (tasks.cache) are both this list."""
+    return code_files(f"flows.{stage}", root)
