@@ -25,7 +25,9 @@ from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
 from r3.rewards.base import build_reward
 from r3.params import read_params, section
-from r3.rl.train import RlConfig, fresh_state, train_step
+from r3.rl.checkpoint import fresh_state
+from r3.rl.config import RlConfig
+from r3.rl.train import train_step
 from r3.train.data import SynthSplit
 from r3.world.prompts import vocabulary
 
@@ -56,6 +58,7 @@ def main() -> None:
         for cycle in range(args.cycles + 1):
             for kind in ("reason", "refine"):
                 metrics = train_step(state, reference, reward, prompts, cfg, replay_data=replay_data)
+                state.step += 1
                 if cycle > 0:
                     times[kind].append(metrics)
                 print(kind, {k: round(metrics[k], 3) for k in PARTS}, flush=True)

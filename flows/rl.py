@@ -11,7 +11,7 @@ from prefect import flow
 from flows.cli import run_stage_cli
 from r3 import paths
 from r3.config import BaseConfig
-from r3.rl.train import RlConfig
+from r3.rl.config import RlConfig
 from tasks.cache import run_cached, stage_key
 from tasks.rl import train_task
 from tasks.tracking import stage_run

@@ -10,7 +10,8 @@ from pathlib import Path
 from prefect import task
 
 from r3.config import BaseConfig
-from r3.rl.train import RlConfig, train_rl
+from r3.rl.config import RlConfig
+from r3.rl.train import train_rl
 from tasks.cache import CACHED, artifact_dir
 from tasks.tracking import metric_logger
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from r3.models.registry import load_checkpoint
 from r3.models.tiny import TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
-from r3.rl.train import load_resume
+from r3.rl.checkpoint import load_resume
 from r3.train.distributed import block_modules, fsdp_settings, make_accelerator
 from r3.world.prompts import vocabulary
 from test_rl_train import build_inputs, rl_config
@@ -214,7 +214,7 @@ def test_two_process_rl_keeps_replicas_identical_and_resumes_each_process_state(
     # each process has its own random streams and rollout buffer
     assert states[0].rng.bit_generator.state != states[1].rng.bit_generator.state
     assert not torch.equal(states[0].generator.get_state(), states[1].generator.get_state())
-    prompts = [[node.prompt for node in state.buffer._nodes] for state in states]
+    prompts = [[node.prompt for node in state.buffer.nodes()] for state in states]
     assert len(prompts[0]) == len(prompts[1]) > 0
     assert prompts[0] != prompts[1]
 

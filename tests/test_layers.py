@@ -53,5 +53,5 @@ def test_an_import_time_cycle_fails_and_a_deferred_import_breaks_it(tmp_path, ca
 def test_a_module_is_in_the_unit_of_its_longest_prefix():
     assert layers.unit_of("r3.train.sft") == (8, "r3.train.sft")
     assert layers.unit_of("r3.train.heldout_view") == (7, "r3.train")
-    assert layers.unit_of("flows.graph") == (10, "flows")
+    assert layers.unit_of("flows.graph") == (11, "flows")
     assert layers.unit_of("bench.rl_step") is None

@@ -25,7 +25,9 @@ from r3.models.registry import MODEL_CONFIG, build_model, load_checkpoint, read_
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.rewards import RewardConfig, build_reward
 from r3.rl.buffer import RolloutBuffer
-from r3.rl.train import RlConfig, TrainerState, make_optimizer, train_rl, train_step
+from r3.rl.checkpoint import TrainerState, make_optimizer
+from r3.rl.config import RlConfig
+from r3.rl.train import train_rl, train_step
 from r3.train.sft import SftConfig, train_sft
 
 PROMPTS = ["a red circle", "two blue squares"]
@@ -269,6 +271,7 @@ def test_rl_steps_with_real_rollouts_train_generator_then_editor(hf_parts: HfPar
     for part, kind in (("generator", "reason"), ("editor", "refine")):
         before = {name: params(m) for name, m in model.trained_modules().items()}
         stats = train_step(state, reference, reward, prompts, cfg)
+        state.step += 1
         assert np.isfinite(stats["losses/total"]) and stats["rl/sde_index"] >= 0
         assert len(state.buffer) == 2  # the reason step's nodes; the refine step draws from them
         moved = {name: changed(before[name], m) for name, m in model.trained_modules().items()}

@@ -1,5 +1,7 @@
 """Rollout buffer sampling and the step schedule."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,23 @@ def test_buffer_is_fifo_bounded():
     assert len(buffer) == 3
     rng = np.random.default_rng(0)
     assert {buffer.sample_node(rng).seed for _ in range(100)} == {2, 3, 4}
+
+
+def test_buffer_state_restores_the_same_nodes_in_fifo_order():
+    buffer = RolloutBuffer(capacity=3)
+    for seed in range(5):
+        image = np.full((4, 4, 3), seed, dtype=np.uint8)
+        buffer.push(Node({"prompt": f"p{seed}"}, image, alignment=seed / 4, seed=seed, reasoning=f"r{seed}"))
+    fields, images = buffer.state()
+    assert [f["seed"] for f in fields] == [2, 3, 4] and images.shape == (3, 4, 4, 3)
+    json.dumps(fields)  # saved as JSON beside the stacked images
+    restored = RolloutBuffer.restore(3, fields, images)
+    assert [(n.seed, n.reasoning, n.alignment) for n in restored.nodes()] == [(n.seed, n.reasoning, n.alignment)
+                                                                               for n in buffer.nodes()]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(restored.nodes(), buffer.nodes(), strict=True))
+    restored.push(_node(0.5, 9))  # the oldest leaves first, as it would have from the original buffer
+    assert [n.seed for n in restored.nodes()] == [3, 4, 9]
+    assert RolloutBuffer.restore(3, *RolloutBuffer(3).state()).nodes() == ()
 
 
 def test_node_validates_inputs():

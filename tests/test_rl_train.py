@@ -28,7 +28,9 @@ from r3.rewards.base import build_reward
 from r3.rl.rollout import reflection_parses
 from r3.rl.buffer import Node
 from r3.rl.rollout import refine_rollouts
-from r3.rl.train import RlConfig, fresh_state, policy_loss, train_rl, train_step
+from r3.rl.checkpoint import fresh_state
+from r3.rl.config import RlConfig
+from r3.rl.train import policy_loss, train_rl, train_step
 from r3.train.data import SynthSplit
 from r3.world.edits import STOP_ANSWER
 from r3.world.prompts import vocabulary

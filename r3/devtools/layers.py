@@ -22,12 +22,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("r3.evals",),
     ("r3.train",),
     ("r3.train.sft", "r3.rl"),
+    ("r3.train.pretrain",),
     ("tasks",),
     ("flows",),
 )
 """Units from the bottom up: the foundation (configs, paths, these checks; params.yaml reading), the synthetic world, its tables, the models,
-rewards, evaluation, what both training stages share, the two stages (peers: neither imports the other),
-the Prefect tasks and the flows."""
+rewards, evaluation, what both training stages share, the two stages (peers: neither imports the other), the
+pretrain stage (the SFT loop on general skills), the Prefect tasks and the flows."""
 
 
 def unit_of(module: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> tuple[int, str] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -63,6 +63,27 @@ class RolloutBuffer:
 
     def extend(self, nodes: Iterable[Node]) -> None:
         self._nodes.extend(nodes)
+
+    def nodes(self) -> tuple[Node, ...]:
+        """Every node, oldest first (the order in which they leave)."""
+        return tuple(self._nodes)
+
+    def state(self) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """The buffer as data: each node's fields but its image (JSON-able), oldest first, and the (N, H, W, 3)
+        uint8 stack of their images. `RolloutBuffer.restore` rebuilds the same buffer from them."""
+        nodes = self.nodes()
+        fields = [{"record": n.record, "alignment": n.alignment, "seed": n.seed, "reasoning": n.reasoning}
+                  for n in nodes]
+        images = np.stack([n.image for n in nodes]) if nodes else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        return fields, images
+
+    @classmethod
+    def restore(cls, capacity: int, fields: Sequence[Mapping[str, Any]], images: np.ndarray) -> RolloutBuffer:
+        """The buffer whose `state()` was (fields, images)."""
+        buffer = cls(capacity)
+        buffer.extend(Node(f["record"], images[i], f["alignment"], f["seed"], f["reasoning"])
+                      for i, f in enumerate(fields))
+        return buffer
 
     def counts(self) -> tuple[int, int]:
         """(number of perfect nodes, number of imperfect nodes)."""

@@ -1,0 +1,122 @@
+"""The `rl` section of params.yaml: every setting of the Tree-RL stage (r3.rl.train)."""
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from r3.config import Config
+from r3.models.interface import SamplingConfig
+from r3.rewards.base import RewardConfig
+from r3.rl.rollout import RolloutSettings
+from r3.train.data import SftTask
+
+
+class RlConfig(Config):
+    """The `rl` section of params.yaml."""
+
+    steps: int = Field(200, ge=1)
+    """Training steps (reason and refine steps together)."""
+    group_size: int = Field(8, ge=2)
+    """G: samples per group (one prompt or node, one noise, one SDE step index)."""
+    prompts_per_step: int = Field(2, ge=1)
+    """Groups (train prompts) per reason step."""
+    nodes_per_step: int = Field(2, ge=1)
+    """Groups (buffer nodes) per reflect-refine step."""
+    reason_steps: int = Field(1, ge=1)
+    """Reason steps per cycle."""
+    refine_steps: int = Field(1, ge=0)
+    """Reflect-refine steps per cycle; 0 is the reason-only ablation."""
+    p_perfect: float = Field(0.15, ge=0, le=1)
+    """Probability that a refine step draws a node with r == 1 (else one with r < 1)."""
+    buffer_capacity: int = Field(256, ge=1)
+    """Rollout buffer size (FIFO: the oldest reason-step nodes leave first)."""
+    epochs: int = Field(1, ge=1)
+    """Optimisation steps on each step's rollouts (1: the PPO ratio is 1 at the only update)."""
+    clip: float = Field(0.2, gt=0)
+    """PPO clip range of both the text and the image ratio."""
+    kl: bool = True
+    """KL penalties to the frozen SFT reference; False sets both betas to 0 and skips the reference passes."""
+    beta_text: float = Field(0.001, ge=0)
+    """Weight of the per-token k3 KL of the text loss (DESIGN.md: 0.001; params.yaml uses 0.05, under which
+    sampled layouts stay valid: validity 0.70 -> 0.14 at 0.001, -> 0.64 at 0.05 over 400 steps)."""
+    beta_image: float = Field(0.001, ge=0)
+    """Weight of the (mu - mu_ref)^2 / std^2 penalty of the image loss."""
+    w_text: float = Field(1.0, ge=0)
+    """Weight of the text loss in the total loss."""
+    w_image: float = Field(2.0, ge=0)
+    """Weight of the image loss in the total loss."""
+    normalize_std: bool = False
+    """Divide group advantages by the group's reward std (DESIGN.md: mean-centring only)."""
+    eta_reason: float = Field(0.7, gt=0)
+    """SDE noise scale `a` of reason-step image sampling."""
+    eta_refine: float = Field(1.0, gt=0)
+    """SDE noise scale `a` of refine-step (editing) sampling."""
+    sample_steps: int = Field(16, ge=2)
+    """Flow-integration steps of rollout images (one of them stochastic)."""
+    timestep_shift: float = Field(1.0, gt=0)
+    """SD3 time shift of the rollout schedule."""
+    cfg_scale: float = Field(3.0, ge=0)
+    """Classifier-free guidance of rollout images (re-applied identically in the loss)."""
+    temperature: float = Field(1.0, gt=0)
+    """Text sampling temperature of reasoning and reflections (> 0: RL needs exploration)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling of rollout texts."""
+    max_new_tokens: int = Field(48, ge=1)
+    """Longest reasoning or reflection a rollout writes."""
+    lr: float = Field(1e-4, gt=0)
+    """Constant AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Global gradient-norm clip."""
+    reward: RewardConfig = RewardConfig(name="verifier", params={"mode": "partial"})
+    """Alignment reward r (see the module docstring for why partial credit)."""
+    checkpoint_every: int = Field(25, ge=1)
+    """Steps between resume checkpoints."""
+    reasoning_format: Literal["parses", "satisfies"] = "parses"
+    """Format reward f of reason steps: the layout text parses (DESIGN.md), or also satisfies the prompt
+    (exact ShapeWorld check; a departure that stops sampled layouts drifting off the prompt)."""
+    wrong_stop_delta: float = Field(0.0, le=0)
+    """Refine delta when the model stops on an image with r < 1. DESIGN.md gives 0, so stopping is never
+    worse than an edit that does not help; with a weak SFT editor most edits hurt and the policy learns to
+    always stop (stop rate 0.60 -> 0.99 in 400 steps). A negative value makes a wrong stop cost reward."""
+    refine_image_baseline: Literal["group", "edited"] = "group"
+    """Baseline of a refine step's image advantages: the mean image reward of the whole group, stopped children
+    included with the node's reward (DESIGN.md), or of the edited children only. With a weak editor most edits
+    lose to stopping, so under "group" nearly every edited image gets a negative advantage."""
+    replay_weight: float = Field(0.0, ge=0)
+    """Weight of an SFT loss on the synth train tables added to every step's loss (InstructGPT's PPO-ptx; not in
+    DESIGN.md, 0 turns it off). RL moves the LM and image head that every skill shares; without replay the skills
+    RL does not reward drift: over 400 steps ITA 0.581 -> 0.500, VQA 0.565 -> 0.542, editing 0.115 -> 0.042;
+    with params.yaml's replay (1.0, edit / answer / judge, 8 each): ITA 0.585, VQA 0.608, editing 0.104."""
+    replay_tasks: tuple[SftTask, ...] = ("edit", "answer", "judge")
+    """SFT tasks of the replay loss, each a batch of `replay_batch` examples per step."""
+    replay_batch: int = Field(8, ge=1)
+    """Examples per replay task and step."""
+    ema_decay: float = Field(0.0, ge=0, lt=1)
+    """Decay of an exponential moving average of the policy weights that the held-out checks evaluate and the
+    stage saves, as the SFT stage does (0 = the raw weights, DESIGN.md). Rollouts always use the raw policy.
+    Same training runs evaluated both ways (params.yaml's 0.99 vs 0): ITA 0.585 -> 0.615 and 0.550 -> 0.581,
+    VQA 0.608 -> 0.619 and 0.573 -> 0.585 (seeds 0 and 1); generation partial credit +0.02 / -0.03."""
+    eval_every: int = Field(50, ge=1)
+    """Steps between held-out strict accuracy checks (the reward-hacking monitor)."""
+    eval_rows: int = Field(64, ge=1)
+    """Held-out prompts in those checks (the final evaluation uses all of them)."""
+    eval_sampling: SamplingConfig = SamplingConfig()
+    """ODE sampling of held-out metrics; keep it equal to the SFT stage's so the numbers compare."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RlConfig":
+        if self.eval_sampling.sde_steps:
+            raise ValueError("rl.eval_sampling.sde_steps must be empty: held-out metrics use ODE sampling")
+        if self.w_text == 0 and self.w_image == 0 and self.replay_weight == 0:
+            raise ValueError("rl: w_text, w_image and replay_weight are all 0: nothing to train")
+        if self.replay_weight > 0 and not self.replay_tasks:
+            raise ValueError("rl: replay_weight > 0 needs at least one replay_tasks entry")
+        return self
+
+    def rollout_settings(self) -> RolloutSettings:
+        text = SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+        image = SamplingConfig(steps=self.sample_steps, timestep_shift=self.timestep_shift, cfg_scale=self.cfg_scale)
+        return RolloutSettings(self.group_size, text, image, self.eta_reason, self.eta_refine, self.normalize_std,
+                               self.reasoning_format, self.wrong_stop_delta, self.refine_image_baseline)
