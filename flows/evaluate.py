@@ -8,7 +8,9 @@ from prefect import flow
 from flows.cli import run_stage_cli
 from r3 import paths
 from r3.config import BaseConfig, RunnerConfig
-from r3.evals.evaluate import EvaluateConfig
+from r3.data.io import check_table
+from r3.evals.evaluate import EvaluateConfig, prompt_sets
+from r3.models.registry import check_checkpoint
 from tasks.cache import materialize, run_cached, stage_key
 from tasks.evaluate import evaluate_task
 from tasks.tracking import log_artifacts, log_json_metrics, stage_run
@@ -39,8 +41,19 @@ def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConf
     return {"outputs": [str(paths.EVALUATE_REPORT), str(paths.EVALUATE_METRICS)], "metrics": result["headline"]}
 
 
+def check_inputs(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConfig) -> None:
+    """The checkpoints (of one config), the held-out tables and the prompt file read (InputError otherwise)."""
+    expected = None
+    for path in CHECKPOINTS.values():
+        if path is not None:
+            expected = check_checkpoint(path, expected)
+    for table in ("vqa", "ita"):
+        check_table(paths.SYNTH_HELDOUT / f"{table}.parquet")
+    prompt_sets(evaluate, paths.SYNTH)  # the prompt file, or the held-out prompts table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage_cli("evaluate", SECTIONS, evaluate_flow, argv)
+    return run_stage_cli("evaluate", SECTIONS, evaluate_flow, argv, check=check_inputs)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The whole pipeline as one Prefect flow: every stage of `flows.graph.STAGES`, in order.
+"""The whole pipeline as one Prefect flow: every stage of `flows.graph.STAGES`, in order, except frozen ones
+(as `dvc repro`: a frozen stage's committed outputs are used).
 
 The flow takes the params file and `-S` overrides rather than validated configs, so that a run
 started by a schedule or from the Prefect UI reads params.yaml as it is then, as `dvc repro` would.
@@ -10,10 +11,10 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cli import check_launch, fail, parse_stage_args, read_configs
+from flows.cli import check_launch, debugging, fail, prefect_errors_held, read_configs, stage_parser
 from flows.graph import STAGES
 from r3.config import Config
-from r3.params import ParamsError
+from r3.errors import InputError
 
 
 def stage_modules() -> list[Any]:
@@ -38,18 +39,24 @@ def pipeline_flow(params: str = "params.yaml", overrides: list[str] | None = Non
     configs = read_configs(params, overrides or [], all_sections())
     results = {}
     for stage, module in zip(STAGES, stage_modules(), strict=True):
+        if stage.frozen:
+            continue
         stage_flow = getattr(module, f"{stage.name}_flow")
         results[stage.name] = stage_flow(**{name: configs[name] for name in stage.params})
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = stage_parser("pipeline", "Run every stage in order.").parse_args(argv)
     try:
-        args, _ = parse_stage_args("pipeline", all_sections(), argv, "Run every stage in order.")
+        read_configs(args.params, args.overrides, all_sections())
         check_launch("pipeline", has_follower=False)
-    except ParamsError as exc:
+        with prefect_errors_held():
+            pipeline_flow(params=args.params, overrides=args.overrides)
+    except InputError as exc:
+        if debugging(args):
+            raise
         return fail(exc)
-    pipeline_flow(params=args.params, overrides=args.overrides)
     return 0
 
 

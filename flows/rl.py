@@ -11,6 +11,8 @@ from prefect import flow
 from flows.cli import run_stage_cli
 from r3 import paths
 from r3.config import BaseConfig
+from r3.data.synth import check_tables
+from r3.models.registry import check_checkpoint
 from r3.rl.config import RlConfig
 from tasks.cache import run_cached, stage_key
 from tasks.rl import train_task
@@ -42,8 +44,13 @@ def rl_follower(base: BaseConfig, rl: RlConfig) -> None:
                   synth_dir=str(paths.SYNTH), run_id=None)
 
 
+def check_inputs(base: BaseConfig, rl: RlConfig) -> None:
+    check_checkpoint(paths.SFT_CHECKPOINT)
+    check_tables(paths.SYNTH)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage_cli("rl", SECTIONS, rl_flow, argv, follower=rl_follower)
+    return run_stage_cli("rl", SECTIONS, rl_flow, argv, follower=rl_follower, check=check_inputs)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from prefect import flow
 from flows.cli import run_stage_cli
 from r3 import paths
 from r3.config import BaseConfig
+from r3.data.synth import check_tables
 from r3.train.sft import SftConfig
 from tasks.cache import run_cached, stage_key
 from tasks.sft import train_task
@@ -40,8 +41,12 @@ def sft_follower(base: BaseConfig, sft: SftConfig) -> None:
     train_task.fn(key=train_key(base, sft), base=base, cfg=sft, synth_dir=str(paths.SYNTH), run_id=None)
 
 
+def check_inputs(base: BaseConfig, sft: SftConfig) -> None:
+    check_tables(paths.SYNTH)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage_cli("sft", SECTIONS, sft_flow, argv, follower=sft_follower)
+    return run_stage_cli("sft", SECTIONS, sft_flow, argv, follower=sft_follower, check=check_inputs)
 
 
 if __name__ == "__main__":

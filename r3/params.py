@@ -10,11 +10,12 @@ import yaml
 from pydantic import ValidationError
 
 from r3.config import Config
+from r3.errors import InputError
 
 C = TypeVar("C", bound=Config)
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """A params file, an override or a section is invalid; the message is one line."""
 
 

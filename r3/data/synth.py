@@ -23,7 +23,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from r3.config import BaseConfig, Config
-from r3.data.io import png_bytes, scene_from_json, scene_to_json, write_table
+from r3.data.io import check_table, png_bytes, scene_from_json, scene_to_json, write_table
 from r3.world.edits import ERROR_KINDS, STOP_ANSWER, corrupt
 from r3.world.layout import layout_text
 from r3.world.prompts import SUITES, PlacementError, sample_example, spaced_words
@@ -70,6 +70,13 @@ class Example:
     scene: Scene
     redraws: int = 0
     """Prompts drawn (and dropped) right before this one because their objects could not be placed."""
+
+
+def check_tables(synth_dir: Path) -> None:
+    """Every table of both splits reads, has its columns and decodes (InputError otherwise)."""
+    for split in SPLITS:
+        for table in TABLES:
+            check_table(synth_dir / split / f"{table}.parquet")
 
 
 def suite_tags() -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from r3.config import BaseConfig, Config
 from r3.data.io import read_table
 from r3.data.table import Table
+from r3.errors import InputError
 from r3.evals import report
 from r3.evals.benchmarks import generation_by_round, make_score_fn, understanding, unsupported
 from r3.evals.r3_loop import run_r3, scaling_metrics
@@ -156,10 +157,10 @@ def prompt_sets(cfg: EvaluateConfig, synth_dir: Path) -> list[PromptSet]:
     if cfg.prompts is not None:
         records = first_per_tag(read_prompt_file(cfg.prompts), cfg.per_tag)
         if not records:
-            raise ValueError(f"evaluate.prompts {cfg.prompts}: no prompts in the file")
+            raise InputError(f"evaluate.prompts {cfg.prompts}: no prompts in the file; give a file with prompts")
         problems = unsupported(records)
         if problems and cfg.judge is None:
-            raise ValueError(
+            raise InputError(
                 f"evaluate.prompts {cfg.prompts}: {len(problems)} of {len(records)} prompts are outside ShapeWorld and "
                 f"need the judge reward, but evaluate.judge is not set (first: {problems[0]})"
             )

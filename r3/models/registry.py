@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+from safetensors import SafetensorError
 
+from r3.errors import REBUILD, InputError
 from r3.models.hf_composite import HfCompositeConfig, HfCompositeModel
 from r3.models.interface import TrainableUnifiedModel
-from r3.models.tiny import CONFIG_FILE, TinyConfig, TinyUnifiedModel
+from r3.models.tiny import CONFIG_FILE, WEIGHTS_FILE, TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
 from r3.world.prompts import vocabulary
 
@@ -41,21 +43,57 @@ def build_model(config: ModelConfig) -> TrainableUnifiedModel:
     return HfCompositeModel.from_config(config)
 
 
+def check_checkpoint(directory: str | Path, expected: ModelConfig | None = None) -> ModelConfig:
+    """Its config, or InputError: a tiny checkpoint is loaded (small), of another backend only the config is read."""
+    config = read_model_config(directory)
+    if config.backend == "tiny":
+        load_checkpoint(directory, expected)
+    return config
+
+
+TINY_FILES = (CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json")
+"""What a tiny checkpoint directory holds."""
+
+
+def _first_line(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc']) or 'config'}: {first['msg']}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def read_model_config(directory: str | Path) -> ModelConfig:
-    """The config a checkpoint directory was saved with."""
-    path = Path(directory) / CONFIG_FILE
+    """The config a checkpoint directory was saved with; InputError if the directory or its config is missing
+    or not a model config of this project."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: checkpoint not found; {REBUILD}")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint config not found; {REBUILD}")
     try:
         return MODEL_CONFIG.validate_python(json.loads(path.read_text()))
     except (OSError, ValueError, ValidationError) as error:
-        message = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error).splitlines()[0]
-        raise ValueError(f"{path} is not a valid model config: {message}") from None
+        raise InputError(f"{path}: not a model config of this project ({_first_line(error)}); {REBUILD}") from None
 
 
 def load_checkpoint(directory: str | Path, expected: ModelConfig | None = None) -> TrainableUnifiedModel:
-    """Load a checkpoint of any backend; with `expected`, one of another backend or config raises ValueError."""
+    """Load a checkpoint of any backend. InputError (one line, with the fix) for a missing or malformed
+    checkpoint, weights that do not fit its config, or (with `expected`) one of another backend or config."""
+    directory = Path(directory)
     backend = read_model_config(directory).backend
     if expected is not None and expected.backend != backend:
-        raise ValueError(f"checkpoint {directory} is a {backend} model, expected {expected.backend}")
+        raise InputError(f"{directory}: checkpoint is a {backend} model, expected {expected.backend}; {REBUILD}")
     if backend == "tiny":
-        return TinyUnifiedModel.from_pretrained(directory, expected)
-    return HfCompositeModel.from_pretrained(directory, expected)
+        missing = [name for name in TINY_FILES if not (directory / name).is_file()]
+        if missing:
+            raise InputError(f"{directory}: checkpoint lacks {', '.join(missing)}; {REBUILD}")
+    try:
+        if backend == "tiny":
+            return TinyUnifiedModel.from_pretrained(directory, expected)
+        return HfCompositeModel.from_pretrained(directory, expected)
+    except InputError:
+        raise
+    except (ValueError, OSError, SafetensorError, RuntimeError) as error:
+        raise InputError(f"{directory}: checkpoint does not load ({_first_line(error)}); {REBUILD}") from None

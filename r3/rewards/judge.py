@@ -34,6 +34,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from PIL import Image
 
+from r3.errors import InputError
 from r3.rewards.inputs import check_batch
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,11 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class JudgeUnavailableError(RuntimeError):
-    """The judge endpoint could not give an answer."""
+JUDGE_FIX = "check the judge's url and model in params and that its server is up"
+
+
+class JudgeUnavailableError(InputError, RuntimeError):
+    """The judge endpoint could not give an answer; the message is one line and ends with the fix."""
 
 
 def _plural(word: str) -> str:
@@ -214,7 +218,7 @@ class JudgeReward:
             content = response["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise JudgeUnavailableError(
-                f"judge {self.endpoint} did not answer in the chat-completions format"
+                f"judge {self.endpoint} did not answer in the chat-completions format; {JUDGE_FIX}"
             ) from None
         try:
             strict, partial = parse_judge_answer(str(content), len(facts))
@@ -240,7 +244,7 @@ class JudgeReward:
                 err.close()
                 if err.code not in RETRY_STATUS:
                     raise JudgeUnavailableError(
-                        f"judge {self.endpoint} rejected the request: HTTP {err.code} {err.reason}"
+                        f"judge {self.endpoint} rejected the request: HTTP {err.code} {err.reason}; {JUDGE_FIX}"
                     ) from None
                 problem = f"HTTP {err.code} {err.reason}"
                 continue
@@ -250,5 +254,7 @@ class JudgeReward:
             try:
                 return json.loads(raw)
             except ValueError:
-                raise JudgeUnavailableError(f"judge {self.endpoint} answered something that is not JSON") from None
-        raise JudgeUnavailableError(f"judge {self.endpoint} unavailable after {attempts} attempt(s): {problem}")
+                raise JudgeUnavailableError(
+                    f"judge {self.endpoint} answered something that is not JSON; {JUDGE_FIX}") from None
+        raise JudgeUnavailableError(
+            f"judge {self.endpoint} unavailable after {attempts} attempt(s): {problem}; {JUDGE_FIX}")

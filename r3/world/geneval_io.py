@@ -11,8 +11,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from r3.errors import InputError
 
-class PromptFileError(ValueError):
+
+class PromptFileError(InputError):
     """A malformed line of a prompt file; the message is "{path}:{lineno}: <what is wrong>"."""
 
 
@@ -71,18 +73,23 @@ def record_problem(record: Any) -> str | None:
 
 def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
     """Records of a jsonl prompt file; blank lines are skipped, a malformed line raises PromptFileError."""
+    if not Path(path).is_file():
+        raise PromptFileError(f"{path}: prompt file not found (fix the path, e.g. evaluate.prompts)")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise PromptFileError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8 jsonl") from None
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PromptFileError(f"{path}:{lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
-            if problem := record_problem(record):
-                raise PromptFileError(f"{path}:{lineno}: {problem}")
-            records.append(record)
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PromptFileError(f"{path}:{lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
+        if problem := record_problem(record):
+            raise PromptFileError(f"{path}:{lineno}: {problem}")
+        records.append(record)
     return records
 
 
