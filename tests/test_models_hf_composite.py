@@ -265,7 +265,7 @@ def test_rl_steps_with_real_rollouts_train_generator_then_editor(hf_parts: HfPar
     # the intrinsic reward (the reference VLM's prompt likelihood) differs between any two images, so every
     # group has non-zero image advantages even for random weights
     cfg = RlConfig(group_size=2, prompts_per_step=1, nodes_per_step=1, sample_steps=2, cfg_scale=2.0,
-                   max_new_tokens=4, lr=1e-3, reward=RewardConfig(name="intrinsic"))
+                   max_new_tokens=4, lr=1e-3, reward=RewardConfig(name="intrinsic"), replay_weight=0.0)
     state = TrainerState(0, model, make_optimizer(model, cfg), np.random.default_rng(0), gen(0), RolloutBuffer(8), [])
     reward = build_reward(cfg.reward)
     for part, kind in (("generator", "reason"), ("editor", "refine")):
@@ -299,8 +299,8 @@ def test_sft_rl_and_evaluate_stages_run_on_a_lora_model(hf_parts: HfParts, tmp_p
         "config.json", "editor_lora.safetensors", "generator_lora.safetensors", "vlm_lora.safetensors"]
     rl = train_rl(base, RlConfig(steps=2, group_size=2, prompts_per_step=1, nodes_per_step=1, sample_steps=2,
                                  cfg_scale=2.0, max_new_tokens=4, eval_every=5, eval_rows=2, eval_sampling=two_steps,
-                                 reward=RewardConfig(name="intrinsic")), sft.checkpoint, tmp_path / "synth",
-                  tmp_path / "rl")
+                                 reward=RewardConfig(name="intrinsic"), replay_weight=0.0), sft.checkpoint,
+                  tmp_path / "synth", tmp_path / "rl")
     assert read_model_config(rl.checkpoint) == config and np.isfinite(rl.metrics["headline"]["ita"])
     evaluation = run_evaluate(base, EvaluateConfig(per_tag=1, max_rounds=1, sampling=two_steps),
                               {"base": None, "sft": sft.checkpoint, "rl": rl.checkpoint}, tmp_path / "synth",

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from flows import synth as synth_flow_module
-from r3.config import BaseConfig
+from flows.pipeline import all_sections
+from r3.config import BaseConfig, ScheduleConfig
 from r3.data.synth import SynthConfig
 from r3.params import ParamsError, apply_overrides, read_params, section
 
@@ -71,3 +72,32 @@ def test_invalid_yaml_names_the_line(tmp_path):
     path.write_text("base:\n  seed: 0\n synth: [\n")
     with pytest.raises(ParamsError, match=r"params.yaml:\d+: not valid YAML"):
         read_params(path)
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> dict[str, tuple]:
+    """Dotted key -> (a's value, b's value) wherever two nested dicts differ."""
+    out = {}
+    for key in sorted(a.keys() | b.keys()):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out |= differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out[f"{prefix}{key}"] = (x, y)
+    return out
+
+
+SECTIONS = {**all_sections(), "schedule": ScheduleConfig}
+"""Every params.yaml section and its config."""
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="sft is being retuned: align SftConfig's "
+                                                "defaults with params.yaml, then drop this mark"))
+    if name == "sft" else name for name in SECTIONS])
+def test_params_yaml_holds_exactly_the_config_defaults(name):
+    """One source of defaults: each params.yaml section, validated, equals its config's defaults."""
+    params = read_params(PROJECT_PARAMS)
+    assert name in params, f"params.yaml has no '{name}' section"
+    model = SECTIONS[name]
+    in_yaml = section(params, name, model).model_dump(mode="json")
+    assert differences(in_yaml, model().model_dump(mode="json")) == {}, "params.yaml (left) vs defaults (right)"

@@ -1,4 +1,5 @@
-"""The `rl` section of params.yaml: every setting of the Tree-RL stage (r3.rl.train)."""
+"""The `rl` section of params.yaml: every setting of the Tree-RL stage (r3.rl.train). The defaults are the values
+params.yaml holds (a test compares them); docs/method.md gives the textbook value of each departure and why."""
 
 from typing import Literal
 
@@ -14,7 +15,7 @@ from r3.train.data import SftTask
 class RlConfig(Config):
     """The `rl` section of params.yaml."""
 
-    steps: int = Field(200, ge=1)
+    steps: int = Field(400, ge=1)
     """Training steps (reason and refine steps together)."""
     group_size: int = Field(8, ge=2)
     """G: samples per group (one prompt or node, one noise, one SDE step index)."""
@@ -36,9 +37,9 @@ class RlConfig(Config):
     """PPO clip range of both the text and the image ratio."""
     kl: bool = True
     """KL penalties to the frozen SFT reference; False sets both betas to 0 and skips the reference passes."""
-    beta_text: float = Field(0.001, ge=0)
-    """Weight of the per-token k3 KL of the text loss (DESIGN.md: 0.001; params.yaml uses 0.05, under which
-    sampled layouts stay valid: validity 0.70 -> 0.14 at 0.001, -> 0.64 at 0.05 over 400 steps)."""
+    beta_text: float = Field(0.05, ge=0)
+    """Weight of the per-token k3 KL of the text loss (textbook 0.001, under which sampled layouts stop being
+    valid: docs/method.md, Departures)."""
     beta_image: float = Field(0.001, ge=0)
     """Weight of the (mu - mu_ref)^2 / std^2 penalty of the image loss."""
     w_text: float = Field(1.0, ge=0)
@@ -46,7 +47,7 @@ class RlConfig(Config):
     w_image: float = Field(2.0, ge=0)
     """Weight of the image loss in the total loss."""
     normalize_std: bool = False
-    """Divide group advantages by the group's reward std (DESIGN.md: mean-centring only)."""
+    """Divide group advantages by the group's reward std (the textbook: mean-centring only; docs/method.md)."""
     eta_reason: float = Field(0.7, gt=0)
     """SDE noise scale `a` of reason-step image sampling."""
     eta_refine: float = Field(1.0, gt=0)
@@ -63,42 +64,39 @@ class RlConfig(Config):
     """Nucleus sampling of rollout texts."""
     max_new_tokens: int = Field(48, ge=1)
     """Longest reasoning or reflection a rollout writes."""
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(2e-4, gt=0)
     """Constant AdamW learning rate."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     grad_clip: float = Field(1.0, gt=0)
     """Global gradient-norm clip."""
     reward: RewardConfig = RewardConfig(name="verifier", params={"mode": "partial"})
-    """Alignment reward r (see the module docstring for why partial credit)."""
-    checkpoint_every: int = Field(25, ge=1)
+    """Alignment reward r (partial credit: docs/method.md, Departures)."""
+    checkpoint_every: int = Field(50, ge=1)
     """Steps between resume checkpoints."""
     reasoning_format: Literal["parses", "satisfies"] = "parses"
-    """Format reward f of reason steps: the layout text parses (DESIGN.md), or also satisfies the prompt
+    """Format reward f of reason steps: the layout text parses (textbook), or also satisfies the prompt
     (exact ShapeWorld check; a departure that stops sampled layouts drifting off the prompt)."""
     wrong_stop_delta: float = Field(0.0, le=0)
-    """Refine delta when the model stops on an image with r < 1. DESIGN.md gives 0, so stopping is never
+    """Refine delta when the model stops on an image with r < 1. The textbook gives 0, so stopping is never
     worse than an edit that does not help; with a weak SFT editor most edits hurt and the policy learns to
-    always stop (stop rate 0.60 -> 0.99 in 400 steps). A negative value makes a wrong stop cost reward."""
+    always stop (docs/method.md, Departures). A negative value makes a wrong stop cost reward."""
     refine_image_baseline: Literal["group", "edited"] = "group"
     """Baseline of a refine step's image advantages: the mean image reward of the whole group, stopped children
-    included with the node's reward (DESIGN.md), or of the edited children only. With a weak editor most edits
+    included with the node's reward (textbook), or of the edited children only. With a weak editor most edits
     lose to stopping, so under "group" nearly every edited image gets a negative advantage."""
-    replay_weight: float = Field(0.0, ge=0)
+    replay_weight: float = Field(1.0, ge=0)
     """Weight of an SFT loss on the synth train tables added to every step's loss (InstructGPT's PPO-ptx; not in
-    DESIGN.md, 0 turns it off). RL moves the LM and image head that every skill shares; without replay the skills
-    RL does not reward drift: over 400 steps ITA 0.581 -> 0.500, VQA 0.565 -> 0.542, editing 0.115 -> 0.042;
-    with params.yaml's replay (1.0, edit / answer / judge, 8 each): ITA 0.585, VQA 0.608, editing 0.104."""
+    the textbook recipe, 0 turns it off). RL moves the LM and image head that every skill shares; without replay
+    the skills RL does not reward drift (docs/method.md, Departures)."""
     replay_tasks: tuple[SftTask, ...] = ("edit", "answer", "judge")
     """SFT tasks of the replay loss, each a batch of `replay_batch` examples per step."""
     replay_batch: int = Field(8, ge=1)
     """Examples per replay task and step."""
-    ema_decay: float = Field(0.0, ge=0, lt=1)
+    ema_decay: float = Field(0.99, ge=0, lt=1)
     """Decay of an exponential moving average of the policy weights that the held-out checks evaluate and the
-    stage saves, as the SFT stage does (0 = the raw weights, DESIGN.md). Rollouts always use the raw policy.
-    Same training runs evaluated both ways (params.yaml's 0.99 vs 0): ITA 0.585 -> 0.615 and 0.550 -> 0.581,
-    VQA 0.608 -> 0.619 and 0.573 -> 0.585 (seeds 0 and 1); generation partial credit +0.02 / -0.03."""
-    eval_every: int = Field(50, ge=1)
+    stage saves, as the SFT stage does (0 = the raw weights, the textbook). Rollouts always use the raw policy."""
+    eval_every: int = Field(100, ge=1)
     """Steps between held-out strict accuracy checks (the reward-hacking monitor)."""
     eval_rows: int = Field(64, ge=1)
     """Held-out prompts in those checks (the final evaluation uses all of them)."""
