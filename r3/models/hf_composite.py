@@ -7,7 +7,7 @@ What runs where:
   * editing: a FLUX.1-Kontext pipeline's transformer, source latents as extra image tokens, r3.models.hf_image.
 Sampling, the SDE log-probs and classifier-free guidance are r3.models.sampling's, applied to latents.
 
-Departures from DESIGN.md and from the tiny model:
+Departures from docs/method.md and from the tiny model:
   * the three parts share no parameters: generation is conditioned on the prompt with the reasoning text
     appended ("prompt reasoning") through SD3's own text encoders, not on the VLM's hidden states, so image
     losses do not train the VLM;

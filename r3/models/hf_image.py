@@ -2,7 +2,7 @@
 
 Both are used as velocity functions on VAE latents for r3.models.sampling (never through the pipelines'
 own `__call__`), so the Flow-GRPO SDE steps, their log-probs and classifier-free guidance are the ones
-DESIGN.md specifies. Both models are flow-matching transformers with our convention: x_t = (1 - t) x0 + t noise,
+docs/method.md specifies. Both models are flow-matching transformers with our convention: x_t = (1 - t) x0 + t noise,
 the velocity is noise - x0, and t is the scheduler's sigma (SD3 reads the timestep on a 0..1000 scale, Flux on
 0..1). Prompts are encoded by each pipeline's own `encode_prompt`; text encoders and VAEs stay frozen.
 

@@ -32,7 +32,7 @@ class SamplingConfig(Config):
     cfg_scale: float = Field(3.0, ge=0)
     """Classifier-free guidance scale; 1 disables guidance (one head pass per step instead of two)."""
     eta_a: float = Field(0.7, gt=0)
-    """SDE noise scale `a` in eta = a * sqrt(t / (1 - min(t, 0.95))); DESIGN: 0.7 reason, 1.0 refine."""
+    """SDE noise scale `a` in eta = a * sqrt(t / (1 - min(t, 0.95))); RL: 0.7 reason, 1.0 refine."""
     sde_steps: tuple[int, ...] = ()
     """Indices of the steps sampled with the SDE (and recorded for RL); empty = pure ODE sampling."""
     temperature: float = Field(1.0, ge=0)

@@ -1,7 +1,7 @@
 """Samplers: next-token sampling (temperature, top-p), the decoding loop, and flow matching: deterministic Euler (ODE) and
 the Flow-GRPO SDE step with its log-prob.
 
-Convention (DESIGN.md section 3): `x_t = (1 - t) x_data + t noise`, the velocity `v` points from data to
+Convention (docs/method.md, Notation): `x_t = (1 - t) x_data + t noise`, the velocity `v` points from data to
 noise, time runs from t = 1 (noise) to t = 0 (data) and every step size `dt > 0` moves toward data.
 All math runs in float32 whatever the caller's dtype, so stored and recomputed log-probs agree.
 """
@@ -71,7 +71,7 @@ def sde_step_mean_std(
 ) -> tuple[Tensor, Tensor]:
     """Mean (B, C, H, W) and std (scalar tensor) of the SDE transition x_t -> x_{t-dt}.
 
-    t, dt and eta are scalars (one step for the whole batch); the formula is DESIGN.md section 3.
+    t, dt and eta are scalars (one step for the whole batch); the formula is in docs/method.md (Image loss).
     """
     x_t, v = x_t.float(), v.float()
     t, dt, eta = (torch.as_tensor(s, dtype=torch.float32) for s in (t, dt, eta))

@@ -1,4 +1,4 @@
-"""Tree-RL math (DESIGN.md section 3): rewards per step kind, advantages, losses, buffer, schedule."""
+"""Tree-RL math (docs/method.md): rewards per step kind, advantages, losses, buffer, schedule."""
 
 from r3.rl.advantages import group_advantages
 from r3.rl.buffer import Node, RolloutBuffer

@@ -1,4 +1,4 @@
-"""Tree-RL policy losses: GRPO for text tokens, Flow-GRPO for images (DESIGN.md section 3).
+"""Tree-RL policy losses: GRPO for text tokens, Flow-GRPO for images (docs/method.md).
 
 All math runs in float32. Behaviour log-probs (logp_old), reference log-probs/means and the
 SDE std are constants of the objective, so they are detached here: gradients only flow
@@ -139,7 +139,7 @@ def image_policy_loss(
         over unmasked images.
     mean_new, mean_ref: (B, ...) SDE transition means under the policy and the reference.
     std: the transition std, a float, (B,) or broadcastable to mean_new.
-    Penalty: beta_kl * mean((mu - mu_ref)^2 / std^2), exactly as DESIGN.md writes it
+    Penalty: beta_kl * mean((mu - mu_ref)^2 / std^2), exactly as docs/method.md writes it
     (flow_grpo's code divides by 2 std^2, the true Gaussian KL; the factor 2 is absorbed in beta).
     """
     batch = (logp_new.shape[0],)

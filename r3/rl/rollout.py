@@ -1,10 +1,10 @@
-"""Tree-RL rollouts (DESIGN.md section 3): sample the groups of one step, score them, turn rewards into advantages.
+"""Tree-RL rollouts (docs/method.md): sample the groups of one step, score them, turn rewards into advantages.
 
 A group is G samples that share one prompt (reason) or one buffer node (refine), one initial noise
 and one SDE step index. Departures from the textbook, for CPU batching:
   * one SDE step index is drawn per training step and shared by every group of that step (a group
-    still shares one index, as DESIGN.md asks), so all images of a step sample in one batched call;
-  * a refine step grows children from `nodes_per_step` buffer nodes at once (DESIGN.md: one node),
+    still shares one index, as the method asks), so all images of a step sample in one batched call;
+  * a refine step grows children from `nodes_per_step` buffer nodes at once (textbook: one node),
     each node being its own group;
   * children that give the stop answer are not edited at all (their image is the node's image), so
     only the other children are sampled; the image loss then covers exactly the unmasked children.
@@ -56,11 +56,11 @@ class RolloutSettings:
     normalize_std: bool
     """Divide advantages by the group's reward std."""
     reasoning_format: str = "parses"
-    """What the reason step's format reward f checks: "parses" (DESIGN.md) or "satisfies"."""
+    """What the reason step's format reward f checks: "parses" (textbook) or "satisfies"."""
     wrong_stop_delta: float = 0.0
-    """Refine delta of a child that stops on an imperfect node (DESIGN.md: 0)."""
+    """Refine delta of a child that stops on an imperfect node (textbook: 0)."""
     refine_image_baseline: str = "group"
-    """Baseline of refine image advantages: the whole group ("group", DESIGN.md) or the edited children only."""
+    """Baseline of refine image advantages: the whole group ("group", textbook) or the edited children only."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def component_stats(components: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def reasoning_format_ok(texts: Sequence[str], records: Sequence[dict], canvas: int, mode: str) -> Tensor:
-    """(B,) bool format reward of reasoning texts: the layout parses ("parses", DESIGN.md), or parses and
+    """(B,) bool format reward of reasoning texts: the layout parses ("parses", textbook), or parses and
     satisfies its prompt ("satisfies": an exact ShapeWorld check, against layouts that drift off the prompt)."""
     if mode == "parses":
         return torch.tensor([parse_layout(z, canvas) is not None for z in texts])

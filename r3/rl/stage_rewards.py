@@ -1,4 +1,4 @@
-"""Per-sample rewards of the two Tree-RL step kinds (DESIGN.md section 3).
+"""Per-sample rewards of the two Tree-RL step kinds (docs/method.md).
 
 Alignment rewards r are in [0, 1]; r == 1 means the image satisfies the prompt. A strict
 verifier gives exactly 0 or 1; partial-credit rewards reach 1.0 only when every fact holds,
@@ -52,7 +52,7 @@ def refine_rewards(
     there whatever r_new holds (no need to re-score an image that did not change).
     delta = r_new - r_old, except delta = 1 when r_old == 1 and the model stopped
     (stopping on a perfect image is the best possible answer), and delta = wrong_stop_delta when
-    r_old < 1 and the model stopped (DESIGN.md: 0; a negative value is a departure that keeps a
+    r_old < 1 and the model stopped (textbook: 0; a negative value is a departure that keeps a
     policy with a weak editor from learning to always stop, see RlConfig.wrong_stop_delta).
     Returns (text_reward f * (1 + delta) (G,), image_reward r_new (G,), image_mask (G,)):
     the mask is 0 where the model stopped (no image was generated, so no image loss) else 1.

@@ -1,4 +1,4 @@
-"""The `rl` stage: Tree-RL (DESIGN.md section 3) from the SFT checkpoint, with exact resume.
+"""The `rl` stage: Tree-RL (docs/method.md) from the SFT checkpoint, with exact resume.
 
 Steps alternate in a fixed cycle (`reason_steps` reason steps, then `refine_steps` reflect-refine
 steps). Each step samples its groups with the current policy (r3.rl.rollout), then takes `epochs`
@@ -9,7 +9,7 @@ How this departs from the textbook (besides the batching notes in r3.rl.rollout)
   * the learning rate is constant: RL starts from a warmed-up policy and the PPO clip bounds each
     update, so there is no warm-up or decay to resume;
   * the reward defaults to the verifier's *partial* credit: the strict 0/1 verifier gives an SFT
-    model (strict accuracy ~0.1) mostly all-zero groups, i.e. zero advantages and no signal. Strict
+    model (low strict accuracy) mostly all-zero groups, i.e. zero advantages and no signal. Strict
     held-out accuracy is still logged every `eval_every` steps beside the training reward: it is the
     reward-hacking monitor, whatever reward trains the policy.
 
