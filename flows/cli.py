@@ -22,6 +22,7 @@ from r3.config import Config
 from r3.errors import InputError
 from r3.params import ParamsError, apply_overrides, read_params, section
 from r3.train.distributed import is_main_process, world_size
+from tasks.prefect_server import start_ephemeral_server
 
 
 DEBUG_ENV = "R3FLOW_DEBUG"
@@ -123,6 +124,7 @@ def run_stage_cli(stage: str, sections: dict[str, type[Config]], flow: Callable[
             if follower is not None and not is_main_process():
                 follower(**configs)
             else:
+                start_ephemeral_server()  # it dies with this process, also when it is killed
                 flow(**configs)
     except InputError as exc:
         if debugging(args):

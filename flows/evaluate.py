@@ -28,12 +28,12 @@ def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConf
         inputs.append(Path(evaluate.prompts))
     key = stage_key("evaluate", [base, evaluate], inputs)
     checkpoints = {name: None if p is None else str(p) for name, p in CHECKPOINTS.items()}
-    result = run_cached(evaluate_task, key, base=base, cfg=evaluate, checkpoints=checkpoints,
-                        synth_dir=str(paths.SYNTH), runner=runner)
-    metrics, report, plots, figures = result["paths"]
-    materialize({paths.EVALUATE_METRICS: metrics, paths.EVALUATE_REPORT: report,
-                 paths.EVALUATE_SCALING.parent: plots, paths.EVALUATE_FIGURES: figures})
     with stage_run("evaluate", base.experiment, {"base": base, "evaluate": evaluate}):
+        result = run_cached(evaluate_task, key, base=base, cfg=evaluate, checkpoints=checkpoints,
+                            synth_dir=str(paths.SYNTH), runner=runner)
+        metrics, report, plots, figures = result["paths"]
+        materialize({paths.EVALUATE_METRICS: metrics, paths.EVALUATE_REPORT: report,
+                     paths.EVALUATE_SCALING.parent: plots, paths.EVALUATE_FIGURES: figures})
         log_json_metrics(result["headline"])
         log_json_metrics(result["seconds"], prefix="seconds")
         log_artifacts([paths.EVALUATE_METRICS, paths.EVALUATE_REPORT, paths.EVALUATE_FIGURES,

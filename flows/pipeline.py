@@ -15,6 +15,7 @@ from flows.cli import check_launch, debugging, fail, prefect_errors_held, read_c
 from flows.graph import STAGES
 from r3.config import Config
 from r3.errors import InputError
+from tasks.prefect_server import start_ephemeral_server
 
 
 def stage_modules() -> list[Any]:
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         read_configs(args.params, args.overrides, all_sections())
         check_launch("pipeline", has_follower=False)
         with prefect_errors_held():
+            start_ephemeral_server()  # it dies with this process, also when it is killed
             pipeline_flow(params=args.params, overrides=args.overrides)
     except InputError as exc:
         if debugging(args):

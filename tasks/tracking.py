@@ -16,9 +16,11 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric
 from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+from prefect.runtime import flow_run as prefect_flow_run
 from pydantic import BaseModel
 
 from tasks._env import PROJECT_ROOT
+from tasks.runs import end_killed_runs, recorded
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 ARTIFACT_ROOT = PROJECT_ROOT / "mlartifacts"
@@ -55,7 +57,11 @@ def flat_params(configs: Mapping[str, BaseModel]) -> dict[str, Any]:
 def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel],
               system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
     """Open an MLflow run for one stage; with `system_metrics`, a background thread logs `system/*` usage
-    (CPU, memory, disk, network; GPU with nvidia-ml-py) every sampling interval until the run ends."""
+    (CPU, memory, disk, network; GPU with nvidia-ml-py) every sampling interval until the run ends.
+
+    Inside a flow the run is tagged with its Prefect flow run (`prefect_flow_run_id`). Earlier runs of the stage
+    whose process was killed are ended first (tasks.runs): the new run is tagged `after_killed_run` with their ids.
+    """
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(experiment) is None:
@@ -64,13 +70,20 @@ def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel],
         mlflow.create_experiment(experiment, artifact_location=None if server else ARTIFACT_ROOT.as_uri())
     mlflow.set_experiment(experiment)
     tags = {"stage": stage, "git_commit": git_commit()}
+    flow_run_id = prefect_flow_run.id
+    if flow_run_id is not None:
+        tags["prefect_flow_run_id"] = flow_run_id
     with mlflow.start_run(run_name=stage, tags=tags, log_system_metrics=system_metrics) as run:
+        killed = end_killed_runs(stage, run.info.run_id)
+        if killed:
+            mlflow.set_tag("after_killed_run", ",".join(killed))
         params = flat_params(configs)
         if system_metrics:
             params["system_metrics.sampling_interval"] = (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get()
                                                           or SYSTEM_METRICS_INTERVAL)
         mlflow.log_params(params)
-        yield run
+        with recorded(stage, flow_run_id, run.info.run_id):
+            yield run
 
 
 def log_json_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
@@ -104,10 +117,12 @@ def metric_logger(run_id: str | None):
     return log
 
 
-def replay_history(history: Path, run_id: str) -> None:
-    """Log a cached training run's recorded curves (history.jsonl) into a new run."""
+def replay_history(history: Path, run_id: str, before_step: int | None = None) -> None:
+    """Log a cached training run's recorded curves (history.jsonl) into a new run; with `before_step`, only the
+    steps before it (what a resumed run trained before it was killed)."""
     log = metric_logger(run_id)
     for line in history.read_text().splitlines():
         entry = json.loads(line)
         step = entry.pop("step")
-        log(entry, step)
+        if before_step is None or step < before_step:
+            log(entry, step)
