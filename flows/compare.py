@@ -3,6 +3,10 @@
 `dvc` (default) reads `dvc exp show --json` (every `dvc exp run -S ...` experiment and its baseline);
 `mlflow` reads the runs of one stage from the tracking server. Writes comparison.md and
 comparison.csv and prints the Markdown table.
+
+`--seeds`: the seed view of a sweep (`dvc exp run --queue -S base.seed=0,1,2 ...`) from `dvc exp show --json`
+(or a saved copy, `--dvc-json`): runs grouped by config (every param but base.seed), mean +- sd over seeds, a
+per-seed table, and the training-reward rise of each MLflow rl run; writes seeds.md and seeds.json to --seeds-out.
 """
 
 import argparse
@@ -13,26 +17,81 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from r3 import paths
-from r3.evals.compare import compare_table, rows_from_dvc, rows_from_mlflow
+from r3.evals.compare import compare_table, flatten, rows_from_dvc, rows_from_mlflow
+from r3.evals.seeds import (LABELS, SEED, RewardTrend, config_label, experiments_first, overrides, parse_label,
+                            reward_trend, seed_runs, seeds_markdown)
 
 
-def dvc_rows() -> list[dict]:
+def dvc_entries() -> list[dict]:
     out = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"`dvc exp show --json` failed: {out.stderr.strip().splitlines()[-1:]}")
-    return rows_from_dvc(json.loads(out.stdout), metrics_file=str(paths.EVALUATE_METRICS))
+    return json.loads(out.stdout)
 
 
-def mlflow_rows(experiment: str, stage: str) -> list[dict]:
+def dvc_rows() -> list[dict]:
+    return rows_from_dvc(dvc_entries(), metrics_file=str(paths.EVALUATE_METRICS))
+
+
+def _mlflow_runs(experiment: str, stage: str) -> list:
+    """The stage's runs, newest first."""
     import mlflow
 
     from tasks.tracking import DEFAULT_TRACKING_URI
 
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
-    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.stage = '{stage}'",
+    return mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.stage = '{stage}'",
                               output_format="list")
-    return rows_from_mlflow([run.to_dictionary() for run in runs])
+
+
+def mlflow_rows(experiment: str, stage: str) -> list[dict]:
+    return rows_from_mlflow([run.to_dictionary() for run in _mlflow_runs(experiment, stage)])
+
+
+def mlflow_trends(experiment: str, defaults: dict, labels: dict[str, str], key: str, window: int) -> list[RewardTrend]:
+    """The training-reward trend of the newest rl run of each (config, seed); the config from the run's params that
+    params.yaml names (MLflow also logs every other config field)."""
+    import mlflow
+
+    client, trends, seen = mlflow.MlflowClient(), [], set()
+    for run in _mlflow_runs(experiment, "rl"):
+        params = {k: v for k, v in run.data.params.items() if k in defaults}
+        if SEED not in params:
+            continue
+        config, seed = config_label(overrides(params, defaults), labels), int(params[SEED])
+        if (config, seed) in seen:
+            continue
+        steps: dict[int, dict] = {}
+        for name in (key, "reward/reason_mean"):
+            for metric in client.get_metric_history(run.info.run_id, name):
+                steps.setdefault(metric.step, {"step": metric.step})[name] = metric.value
+        trend = reward_trend(list(steps.values()), key, window)
+        if trend is not None:
+            seen.add((config, seed))
+            trends.append(RewardTrend(config, seed, *trend))
+    return trends
+
+
+def seed_view(args: argparse.Namespace) -> int:
+    entries = json.loads(args.dvc_json.read_text()) if args.dvc_json else dvc_entries()
+    defaults = flatten(yaml.safe_load(args.defaults.read_text()))
+    labels = {**LABELS, **dict(parse_label(label) for label in args.label)}
+    runs, repeats = seed_runs(rows_from_dvc(experiments_first(entries), metrics_file=str(paths.EVALUATE_METRICS)),
+                              defaults, labels)
+    if not runs:
+        print("error: no experiment with base.seed and an evaluate headline in `dvc exp show`", file=sys.stderr)
+        return 2
+    trends = [] if args.reward_window == 0 else mlflow_trends(args.experiment, defaults, labels, args.reward_key,
+                                                              args.reward_window)
+    markdown = seeds_markdown(runs, trends, args.reward_key, args.reward_window, repeats)
+    args.seeds_out.mkdir(parents=True, exist_ok=True)
+    (args.seeds_out / "seeds.md").write_text(markdown)
+    (args.seeds_out / "seeds.json").write_text(json.dumps([run.record for run in runs], indent=2) + "\n")
+    print(markdown)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +101,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stage", default="rl", help="MLflow stage tag to compare (with --source mlflow)")
     parser.add_argument("--metrics", nargs="*", help="metric columns to show (default: all)")
     parser.add_argument("--out", type=Path, default=paths.DATA / "compare")
+    parser.add_argument("--seeds", action="store_true", help="seed view of a base.seed sweep (see the module doc)")
+    parser.add_argument("--seeds-out", type=Path, default=Path("reports"), help="where --seeds writes seeds.{md,json}")
+    parser.add_argument("--dvc-json", type=Path, help="with --seeds: a saved `dvc exp show --json` to read instead")
+    parser.add_argument("--defaults", type=Path, default=Path("params.yaml"),
+                        help="with --seeds: the params configs are labelled against")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE:NAME",
+                        help="with --seeds: name a config's override, e.g. rl.beta_text=0.001:textbook-kl (repeatable)")
+    parser.add_argument("--reward-key", default="reward/verifier_partial",
+                        help="with --seeds: the rl runs' training-reward curve to summarise (MLflow --experiment)")
+    parser.add_argument("--reward-window", type=int, default=20,
+                        help="with --seeds: reason steps averaged at the start and the end of each curve; 0 = skip")
     args = parser.parse_args(argv)
+    if args.seeds:
+        return seed_view(args)
     rows = dvc_rows() if args.source == "dvc" else mlflow_rows(args.experiment, args.stage)
     if not rows:
         print(f"error: no runs found in {args.source}", file=sys.stderr)

@@ -203,8 +203,8 @@ def test_ita_and_vqa_accuracy_per_category():
     answers = dict(zip(frame["question"], frame["answer"]))
     aligned = {p: a == "yes" for p, a in zip(frame["prompt"], frame["answer"])}
     perfect = understanding(AnswerModel(answers, aligned), table, table, batch_size=4)
-    assert perfect["vqa"] == {"overall": 1.0, "per_category": {"color": 1.0, "count": 1.0, "size": 1.0}}
-    assert perfect["ita"]["overall"] == 1.0
+    assert perfect["vqa"] == {"overall": 1.0, "per_category": {"color": 1.0, "count": 1.0, "size": 1.0}, "n": n}
+    assert perfect["ita"]["overall"] == 1.0 and perfect["ita"]["n"] == n
     everything = set(answers) | set(aligned)
     wrong = understanding(AnswerModel(answers, aligned, everything), table, table)
     assert wrong["vqa"]["overall"] == 0.0 and wrong["ita"]["overall"] == 0.0

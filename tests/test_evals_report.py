@@ -1,6 +1,12 @@
 """Report tables on a hand-built metrics dict: layout, values and the arrows against SFT."""
 
-from r3.evals.report import cell, generation_table, headline_table, ita_table, vqa_table
+import copy
+from pathlib import Path
+
+import pytest
+
+from r3.evals.report import (Z_95, cell, generation_table, headline_table, interval_table, ita_table, render_report,
+                             vqa_table, wilson_interval)
 
 
 def _result(pp: list[float], r3: list[float], ita: float, vqa_count: float) -> dict:
@@ -55,3 +61,32 @@ def test_understanding_and_headline_tables():
     headline = headline_table(METRICS).splitlines()
     assert headline[0] == "| Model | GenEval++ | GenEval++ + R3 | GenEval | ITA | VQA |"
     assert headline[4] == "| rl | 0.500 ↑ | 0.750 ↑ | 0.500 ↑ | 0.750 | 0.750 ↑ |"
+
+
+def test_wilson_interval_matches_hand_computed_values():
+    # 50 of 100: centre (0.5 + z²/200) / (1 + z²/100) = 0.5; half = z / 1.038415 * sqrt(0.0025 + z²/40000) = 0.096168
+    assert wilson_interval(0.5, 100) == pytest.approx((0.403832, 0.596168), abs=1e-6)
+    # 0 of 10: the interval is [0, z² / (n + z²)] = [0, 3.841459 / 13.841459]
+    low, high = wilson_interval(0.0, 10)
+    assert low == 0.0 and high == pytest.approx(Z_95**2 / (10 + Z_95**2)) and high == pytest.approx(0.277533, abs=1e-6)
+    assert wilson_interval(1.0, 10) == pytest.approx((1 - high, 1.0))  # symmetric in share <-> 1 - share
+    assert wilson_interval(6 / 280, 280) == pytest.approx((0.009857, 0.045954), abs=1e-6)  # the issue's SFT figure
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0.5, 0)
+
+
+def test_interval_table_gives_each_figure_its_count_and_interval():
+    counted = copy.deepcopy(METRICS)
+    counted["prompts"] = {"geneval_pp": 4, "geneval": 4}
+    for result in counted["checkpoints"].values():
+        result["ita"]["n"], result["vqa"]["n"] = 8, 4
+    lines = interval_table(counted).splitlines()
+    assert lines[0] == "| Model | GenEval++ (n = 4) | GenEval++ + R3 (n = 4) | GenEval (n = 4) | ITA (n = 8) | VQA (n = 4) |"
+    # sft: 0.375 of 4, 0.5 of 4, 0.375 of 4, 0.75 of 8, 0.5 of 4
+    cells = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, n in ((0.375, 4), (0.5, 4), (0.375, 4), (0.75, 8), (0.5, 4))
+             for lo, hi in [wilson_interval(v, n)]]
+    assert lines[3] == "| sft | " + " | ".join(cells) + " |"
+    assert cells[1] == "0.500 [0.150, 0.850]"
+    report = render_report(counted, [], Path("."))
+    assert "## Headline with 95% intervals" in report and lines[3] in report
+    assert interval_table(METRICS) is None and "95% intervals" not in render_report(METRICS, [], Path("."))

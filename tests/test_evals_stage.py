@@ -54,6 +54,8 @@ def test_writes_metrics_report_plots_and_figures(runs):
     assert len(sft["generation"]["geneval_pp"]) == 3 and len(sft["generation"]["geneval"]) == 1  # rounds 0..2 / round 0
     assert [r["round"] for r in sft["scaling"]] == [0, 1, 2]
     assert sum(sft["scaling"][1][k] for k in ("improved", "worse", "unchanged")) == 7  # one prompt per GenEval++ tag
+    assert metrics["prompts"]["geneval_pp"] == 7 and sft["ita"]["n"] >= 1 and sft["vqa"]["n"] >= 1
+    assert "(n = 7)" in result.report.read_text().split("## Headline with 95% intervals", 1)[1].split("##", 1)[0]
     assert 0 <= metrics["headline"]["sft/geneval_pp_r2"] <= 1 and "base/vqa" in metrics["headline"]
 
     with (out / "plots" / "scaling.csv").open() as f:

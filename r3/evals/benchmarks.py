@@ -64,8 +64,9 @@ def generation_by_round(trace: R3Trace, tags: Sequence[str]) -> list[dict]:
 
 
 def understanding(model: UnifiedModel, ita: Table, vqa: Table, batch_size: int = 64) -> dict:
-    """ITA (aligned yes/no, per suite/tag) and VQA (exact answer, per category) accuracy on held-out tables."""
+    """ITA (aligned yes/no, per suite/tag) and VQA (exact answer, per category) accuracy on held-out tables, each
+    with the number of rows it rests on (n)."""
     return {
-        "ita": heldout.ita_accuracy(model, ita, batch_size=batch_size),
-        "vqa": heldout.vqa_accuracy(model, vqa, batch_size=batch_size),
+        "ita": {**heldout.ita_accuracy(model, ita, batch_size=batch_size), "n": len(ita)},
+        "vqa": {**heldout.vqa_accuracy(model, vqa, batch_size=batch_size), "n": len(vqa)},
     }

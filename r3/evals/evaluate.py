@@ -270,6 +270,7 @@ def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, P
         "scaling_suite": looped.suite,
         "max_rounds": looped.rounds,
         "reference": REFERENCE if REFERENCE in checkpoints else None,
+        "prompts": {s.suite: len(s.records) for s in sets},
         "checkpoints": per_checkpoint,
     }
     metrics = {"headline": headline(metrics), **metrics}

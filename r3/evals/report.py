@@ -3,13 +3,15 @@
 
 Everything here reads the metrics dict `r3.evals.evaluate` writes to metrics.json:
     {"suites": {suite: [tags]}, "scaling_suite": str, "max_rounds": int, "reference": str | None,
+     "prompts": {suite: prompts evaluated},
      "checkpoints": {name: {"generation": {suite: [per-round {"overall", "per_tag"}]},
                             "scaling": [per-round rows of r3_loop.scaling_metrics],
-                            "ita": {"overall", "per_tag": {"suite/tag": acc}},
-                            "vqa": {"overall", "per_category": {category: acc}}}}}
+                            "ita": {"overall", "per_tag": {"suite/tag": acc}, "n": rows},
+                            "vqa": {"overall", "per_category": {category: acc}, "n": rows}}}}
 """
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +44,20 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+Z_95 = 1.959963984540054
+"""Two-sided 95% quantile of the standard normal."""
+
+
+def wilson_interval(share: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion observed as `share` of `n` trials (95% by default)."""
+    if n < 1 or not 0.0 <= share <= 1.0:
+        raise ValueError(f"wilson_interval: need 0 <= share <= 1 and n >= 1, got share={share}, n={n}")
+    denominator = 1.0 + z * z / n
+    centre = (share + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(share * (1.0 - share) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 Row = tuple[str, list[float | None], list[float | None] | None]
@@ -128,20 +144,55 @@ def scaling_table(metrics: dict) -> str:
     return markdown_table(["Model", "Rounds", "Accuracy", "Finished", "Improved", "Worse", "Unchanged"], rows)
 
 
-def headline_table(metrics: dict) -> str:
-    """Round-0 accuracy of every suite (and after the R3 rounds on the scaling suite), ITA and VQA."""
+def _headline_columns(metrics: dict) -> list[tuple[str, str, int]]:
+    """(title, suite, round index) of the generation columns of the headline: round 0 of every suite, and the last
+    round on the scaling suite."""
     columns: list[tuple[str, str, int]] = []
     for suite in metrics["suites"]:
         columns.append((suite_title(suite), suite, 0))
         if suite == metrics["scaling_suite"] and metrics["max_rounds"] > 0:
             columns.append((f"{suite_title(suite)} + R3", suite, -1))
-    named = [
-        (name, [r["generation"][suite][k]["overall"] for _, suite, k in columns]
-         + [r["ita"]["overall"], r["vqa"]["overall"]])
-        for name, r in metrics["checkpoints"].items()
-    ]
+    return columns
+
+
+def _headline_values(result: dict, columns: list[tuple[str, str, int]]) -> list[float]:
+    return [result["generation"][suite][k]["overall"] for _, suite, k in columns] + [result["ita"]["overall"],
+                                                                                  result["vqa"]["overall"]]
+
+
+def headline_table(metrics: dict) -> str:
+    """Round-0 accuracy of every suite (and after the R3 rounds on the scaling suite), ITA and VQA."""
+    columns = _headline_columns(metrics)
+    named = [(name, _headline_values(r, columns)) for name, r in metrics["checkpoints"].items()]
     header = ["Model", *(title for title, _, _ in columns), "ITA", "VQA"]
     return markdown_table(header, _table_rows(_against_reference(named, metrics.get("reference"))))
+
+
+def interval_table(metrics: dict) -> str | None:
+    """The headline figures with their 95% Wilson intervals, each column titled with the number of prompts (ITA /
+    VQA: held-out rows) it rests on; None when metrics.json predates the counts."""
+    columns = _headline_columns(metrics)
+    prompts = metrics.get("prompts", {})
+    checkpoints = metrics["checkpoints"]
+    if any(suite not in prompts for _, suite, _ in columns) or any(
+            "n" not in r["ita"] or "n" not in r["vqa"] for r in checkpoints.values()):
+        return None
+    counts_by_model = {name: [prompts[suite] for _, suite, _ in columns] + [r["ita"]["n"], r["vqa"]["n"]]
+                       for name, r in checkpoints.items()}
+    distinct = {tuple(c) for c in counts_by_model.values()}
+    if len(distinct) != 1:
+        raise ValueError(f"interval_table: checkpoints were scored on different row counts: {sorted(distinct)}")
+    counts = counts_by_model[next(iter(checkpoints))]
+    titles = [title for title, _, _ in columns] + ["ITA", "VQA"]
+    header = ["Model", *(f"{title} (n = {n})" for title, n in zip(titles, counts, strict=True))]
+    rows = []
+    for name, result in checkpoints.items():
+        cells = []
+        for value, n in zip(_headline_values(result, columns), counts, strict=True):
+            low, high = wilson_interval(value, n)
+            cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]")
+        rows.append([name, *cells])
+    return markdown_table(header, rows)
 
 
 def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: Sequence[str] = ()) -> str:
@@ -152,6 +203,11 @@ def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: 
     if reference:
         parts.append(f"- Arrows: change against `{reference}` (↑ better, ↓ worse).")
     parts += ["", "## Headline", "", headline_table(metrics), ""]
+    intervals = interval_table(metrics)
+    if intervals is not None:
+        parts += ["## Headline with 95% intervals (Wilson score; n = prompts or held-out rows each figure rests on)",
+                  "", "A suite's figure is the mean of its tags, i.e. the share of its n prompts when every tag has "
+                  "as many prompts (evaluate.per_tag).", "", intervals, ""]
     for i, suite in enumerate(metrics["suites"], start=1):
         title = f"## Table 1.{i}: {suite_title(suite)} generation (strict accuracy per tag; overall = mean of tags)"
         parts += [title, "", generation_table(metrics, suite), ""]

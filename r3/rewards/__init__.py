@@ -5,7 +5,9 @@ from r3.rewards.base import (
     Reward,
     RewardConfig,
     WeightedReward,
+    ZeroReward,
     build_reward,
+    no_reward,
     score_with_components,
 )
 from r3.rewards.intrinsic import IntrinsicReward
@@ -21,6 +23,8 @@ __all__ = [
     "RewardConfig",
     "VerifierReward",
     "WeightedReward",
+    "ZeroReward",
     "build_reward",
+    "no_reward",
     "score_with_components",
 ]

@@ -29,12 +29,6 @@ class Reward(Protocol):
         ...
 
 
-REGISTRY: dict[str, Callable[..., Reward]] = {
-    "verifier": VerifierReward,
-    "intrinsic": IntrinsicReward,
-    "judge": JudgeReward,
-}
-
 WEIGHTED = "weighted"
 
 
@@ -42,7 +36,7 @@ class RewardConfig(Config):
     """Which reward to build; `weighted` nests one config per component."""
 
     name: str
-    """A REGISTRY key ('verifier', 'intrinsic', 'judge') or 'weighted'."""
+    """A REGISTRY key ('verifier', 'intrinsic', 'judge', 'none') or 'weighted'."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of that reward's constructor, e.g. {'mode': 'strict'}; empty for 'weighted'."""
     components: tuple[RewardConfig, ...] = ()
@@ -104,6 +98,31 @@ class WeightedReward:
 
     def __call__(self, images: np.ndarray, records: Sequence[dict[str, Any]], **ctx: Any) -> np.ndarray:
         return self.combine(self.score_components(images, records, **ctx))
+
+
+class ZeroReward:
+    """Scores every image 0: no alignment signal at all."""
+
+    name = "zero"
+
+    def __call__(self, images: np.ndarray, records: Sequence[dict[str, Any]], **ctx: Any) -> np.ndarray:
+        return np.zeros(check_batch(images, records, self.name))
+
+
+def no_reward(mode: str = "partial") -> WeightedReward:
+    """The no-reward control: trains on alignment 0 for every sample (every image advantage is 0; reason texts
+    keep only the format reward f, refine texts only f and wrong_stop_delta), with the verifier in `mode` as a
+    weight-0 component, so that its score is still logged as reward/verifier_<mode>: the training-reward curve
+    the default reward's run is compared with."""
+    return WeightedReward([ZeroReward(), VerifierReward(mode)], [1.0, 0.0])
+
+
+REGISTRY: dict[str, Callable[..., Reward]] = {
+    "verifier": VerifierReward,
+    "intrinsic": IntrinsicReward,
+    "judge": JudgeReward,
+    "none": no_reward,
+}
 
 
 def score_with_components(
