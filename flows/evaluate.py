@@ -13,6 +13,7 @@ from r3.evals.evaluate import EvaluateConfig, prompt_sets
 from r3.models.registry import check_checkpoint
 from tasks.cache import materialize, run_cached, stage_key
 from tasks.evaluate import evaluate_task
+from tasks.resources import long_task
 from tasks.tracking import log_artifacts, log_json_metrics, stage_run
 
 SECTIONS = {"base": BaseConfig, "evaluate": EvaluateConfig, "runner": RunnerConfig}
@@ -29,8 +30,9 @@ def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConf
     key = stage_key("evaluate", [base, evaluate], inputs)
     checkpoints = {name: None if p is None else str(p) for name, p in CHECKPOINTS.items()}
     with stage_run("evaluate", base.experiment, {"base": base, "evaluate": evaluate}):
-        result = run_cached(evaluate_task, key, base=base, cfg=evaluate, checkpoints=checkpoints,
-                            synth_dir=str(paths.SYNTH), runner=runner)
+        # the shards hold the models (and the `gpu` tag); this task only waits for them
+        result = run_cached(long_task(evaluate_task, base, holds_model=False), key, base=base, cfg=evaluate,
+                            checkpoints=checkpoints, synth_dir=str(paths.SYNTH), runner=runner)
         metrics, report, plots, figures = result["paths"]
         materialize({paths.EVALUATE_METRICS: metrics, paths.EVALUATE_REPORT: report,
                      paths.EVALUATE_SCALING.parent: plots, paths.EVALUATE_FIGURES: figures})

@@ -30,7 +30,7 @@ def train_key(base: BaseConfig, rl: RlConfig) -> str:
 def rl_flow(base: BaseConfig, rl: RlConfig) -> dict:
     key = train_key(base, rl)
     with stage_run("rl", base.experiment, {"base": base, "rl": rl}, base.system_metrics) as run:
-        result = run_cached(training_task(train_task), key, base=base, cfg=rl,
+        result = run_cached(training_task(train_task, base), key, base=base, cfg=rl,
                             init_checkpoint=str(paths.SFT_CHECKPOINT), synth_dir=str(paths.SYNTH),
                             run_id=run.info.run_id)
         publish_training(result, run.info.run_id, paths.RL_CHECKPOINT, paths.RL_SAMPLES, paths.RL_METRICS)

@@ -35,6 +35,11 @@ class BaseConfig(Config):
     the training stages; every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (default 10). Left out of cache
     keys and logged params: it changes no result."""
 
+    timeout_minutes: float | None = Field(None, gt=0, exclude=True)
+    """Wall-clock limit of each long Prefect task (training, evaluation and its shards) in minutes; a task past
+    it fails and so does its stage. None: no limit. Left out of cache keys and logged params: it changes no
+    result."""
+
 
 class RunnerConfig(Config):
     """The `runner` section of params.yaml: where a stage's independent tasks run (evaluation shards).

@@ -12,6 +12,7 @@ from r3.config import BaseConfig, RunnerConfig
 from r3.evals.evaluate import EvaluateConfig, Shard, ShardMap, ShardResult, evaluate_shard, run_evaluate
 from r3.models.registry import ModelConfig, read_model_config
 from tasks.cache import CACHED, artifact_dir, stage_key
+from tasks.resources import long_task
 from tasks.runner import task_runner
 
 
@@ -36,11 +37,11 @@ def shard_map(base: BaseConfig, cfg: EvaluateConfig, model_config: ModelConfig, 
         calls = [{"key": shard_key(base, cfg, model_config, synth_dir, shard), "base": base, "cfg": cfg,
                   "model_config": model_config, "synth_dir": synth_dir, "shard": shard} for shard in shards]
         with task_runner(runner) as pool:
-            futures = [pool.submit(shard_task, parameters=call) for call in calls]
+            futures = [pool.submit(long_task(shard_task, base), parameters=call) for call in calls]
             results = [future.result() for future in futures]
         for i, call in enumerate(calls):
             if not all(Path(p).exists() for p in results[i]["paths"]):  # cached figure deleted since
-                results[i] = shard_task.with_options(refresh_cache=True)(**call)
+                results[i] = long_task(shard_task, base).with_options(refresh_cache=True)(**call)
         return [ShardResult(r["metrics"], r["seconds"], r["figure"]) for r in results]
 
     return run

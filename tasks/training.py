@@ -5,15 +5,19 @@ from pathlib import Path
 import mlflow
 from prefect import Task
 
+from r3.config import BaseConfig
 from r3.train.distributed import world_size
 
 from tasks.cache import materialize
+from tasks.resources import long_task
 from tasks.tracking import log_artifacts, log_json_metrics, replay_history
 
 
-def training_task(task: Task) -> Task:
-    """Under a multi-process launch every process trains, and the others cannot read Prefect's cache, so the
-    main process does not read it either (it still writes it for later single-process runs)."""
+def training_task(task: Task, base: BaseConfig) -> Task:
+    """The training task with its timeout and `gpu` tag (tasks.resources.long_task). Under a multi-process launch
+    every process trains, and the others cannot read Prefect's cache, so the main process does not read it either
+    (it still writes it for later single-process runs)."""
+    task = long_task(task, base)
     return task.with_options(refresh_cache=True) if world_size() > 1 else task
 
 
