@@ -29,7 +29,8 @@ def train_key(base: BaseConfig, rl: RlConfig) -> str:
 @flow(name="rl")
 def rl_flow(base: BaseConfig, rl: RlConfig) -> dict:
     key = train_key(base, rl)
-    with stage_run("rl", base.experiment, {"base": base, "rl": rl}, base.system_metrics) as run:
+    with stage_run("rl", base.experiment, {"base": base, "rl": rl}, base.system_metrics,
+                   inputs=[paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT]) as run:
         result = run_cached(training_task(train_task, base), key, base=base, cfg=rl,
                             init_checkpoint=str(paths.SFT_CHECKPOINT), synth_dir=str(paths.SYNTH),
                             run_id=run.info.run_id)

@@ -4,16 +4,19 @@ Runs go to MLFLOW_TRACKING_URI when it is set (a tracking server: http://host:50
 with artifacts under ./mlartifacts.
 """
 
+import hashlib
 import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric
 from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from prefect.runtime import flow_run as prefect_flow_run
@@ -24,6 +27,9 @@ from tasks.runs import end_killed_runs, recorded
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 ARTIFACT_ROOT = PROJECT_ROOT / "mlartifacts"
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+"""MLflow 3's experiment-kind tag: the UI opens the experiment in its model-training view (runs table), not the GenAI
+overview."""
 SYSTEM_METRICS_INTERVAL = 10.0
 """MLflow's sampling interval of system metrics (seconds) unless MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL is set."""
 
@@ -54,20 +60,22 @@ def flat_params(configs: Mapping[str, BaseModel]) -> dict[str, Any]:
 
 
 @contextmanager
-def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel],
-              system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel], system_metrics: bool = False,
+              inputs: Sequence[Path] = ()) -> Iterator[mlflow.ActiveRun]:
     """Open an MLflow run for one stage; with `system_metrics`, a background thread logs `system/*` usage
     (CPU, memory, disk, network; GPU with nvidia-ml-py) every sampling interval until the run ends.
 
     Inside a flow the run is tagged with its Prefect flow run (`prefect_flow_run_id`). Earlier runs of the stage
     whose process was killed are ended first (tasks.runs): the new run is tagged `after_killed_run` with their ids.
+    `inputs` (the tables a training stage reads) are logged as MLflow datasets (`log_input_tables`).
     """
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         # A tracking server stores artifacts where it was told to (--artifacts-destination), not here.
         server = tracking_uri.startswith(("http://", "https://"))
-        mlflow.create_experiment(experiment, artifact_location=None if server else ARTIFACT_ROOT.as_uri())
+        mlflow.create_experiment(experiment, artifact_location=None if server else ARTIFACT_ROOT.as_uri(),
+                                 tags=dict([EXPERIMENT_KIND]))
     mlflow.set_experiment(experiment)
     tags = {"stage": stage, "git_commit": git_commit()}
     flow_run_id = prefect_flow_run.id
@@ -82,8 +90,30 @@ def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel],
             params["system_metrics.sampling_interval"] = (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get()
                                                           or SYSTEM_METRICS_INTERVAL)
         mlflow.log_params(params)
+        log_input_tables(inputs)
         with recorded(stage, flow_run_id, run.info.run_id):
             yield run
+
+
+def dvc_md5(path: Path) -> str:
+    """The content hash DVC records for `path` in dvc.lock: the md5 of a file's bytes; for a directory, the md5 of
+    the JSON list of its files' {"md5", "relpath"} sorted by relpath, with ".dir" appended. Computed from the
+    files rather than read from dvc.lock, which still holds the previous run's hashes while a stage runs (and any
+    run outside `dvc repro` leaves it behind the data)."""
+    if path.is_file():
+        return hashlib.md5(path.read_bytes()).hexdigest()
+    entries = sorted(({"md5": dvc_md5(file), "relpath": file.relative_to(path).as_posix()}
+                      for file in path.rglob("*") if file.is_file()), key=lambda entry: entry["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def log_input_tables(paths: Sequence[Path]) -> None:
+    """Log each input (a table or a directory of tables) of the active run as an MLflow dataset: its path as name
+    and source, its DVC hash as digest, so the UI shows which data version trained the run's checkpoint."""
+    for path in paths:
+        source = get_dataset_source_from_json(json.dumps({"uri": path.as_posix()}), source_type="local")
+        dataset = MetaDataset(source, name=path.as_posix(), digest=dvc_md5(path))
+        mlflow.log_input(dataset, context="training")
 
 
 def log_json_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:

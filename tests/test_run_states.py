@@ -137,3 +137,4 @@ def test_rl_run_that_resumes_a_killed_runs_checkpoints_names_it(tmp_path, monkey
     curve = client.get_metric_history(rerun.info.run_id, "reward/reason_mean")
     assert sorted(m.step for m in curve) == [0, 1, 2, 3, 4, 5]
     assert "resumed_from" not in first.data.tags
+    assert sorted(i.dataset.name for i in rerun.inputs.dataset_inputs) == ["data/synth/heldout", "data/synth/train"]
