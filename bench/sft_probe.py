@@ -1,10 +1,11 @@
 """Which SFT skills are limited by updates: train some SFT tasks alone on the synth tables, report held-out curves.
 
 An untrained default tiny model is trained on the chosen tasks only (each task's batch every step, AdamW at the
-SFT learning rate with 50 warm-up steps), and every `--every` steps the held-out metrics of those tasks are
-measured on `--rows` rows. Needs the synth stage's output (`dvc repro synth`). Usage:
-`python bench/sft_probe.py --tasks reason --steps 1500` or `--tasks answer,judge --steps 1000`; the last line
-printed is one JSON object (the final point of the curve, one such line per measured point).
+SFT learning rate unless `--lr`, with 50 warm-up steps), and every `--every` steps the held-out metrics of those
+tasks are measured on `--rows` rows (`generate`: render fidelity, images from the ground-truth layouts; `edit`:
+editing success). Needs the synth stage's output (`dvc repro synth`). Usage:
+`python bench/sft_probe.py --tasks reason --steps 1500` or `--tasks answer,judge --steps 1000`; each line printed
+is one JSON object, one point of the curve.
 """
 
 import argparse
@@ -16,15 +17,19 @@ import numpy as np
 import torch
 
 from r3.evals import heldout
+from r3.models.interface import SamplingConfig
 from r3.models.registry import build_model
 from r3.models.tiny import TinyConfig
 from r3.train.data import SynthSplit, task_loss
 from r3.train.sft import SftConfig
 
 
+PROBED = ("answer", "judge", "reason", "reflect", "generate", "edit")
+
+
 def probe_metrics(model, held: SynthSplit, tasks: list[str], canvas: int, rows: int) -> dict[str, float]:
-    """Held-out metrics of the probed text tasks (greedy decoding)."""
-    metrics = {}
+    """Held-out metrics of the probed tasks (greedy decoding, ODE sampling as in SFT's evaluation)."""
+    metrics, sampling = {}, SftConfig().sampling
     if "answer" in tasks:
         metrics["vqa"] = heldout.vqa_accuracy(model, held.vqa, limit=rows)["overall"]
     if "judge" in tasks:
@@ -33,29 +38,35 @@ def probe_metrics(model, held: SynthSplit, tasks: list[str], canvas: int, rows: 
         metrics["reasoning_validity"] = heldout.reasoning_validity(model, held.enrichment, canvas, limit=rows)["overall"]
     if "reflect" in tasks:
         metrics["reflection"] = heldout.reflection_accuracy(model, held.reflection, limit=rows)["overall"]
+    if "generate" in tasks:
+        fidelity = heldout.generation_accuracy(model, held.enrichment, sampling, canvas, 0, limit=rows, true_layouts=True)
+        metrics.update({f"render_fidelity/{s}": v for s, v in fidelity["strict"]["overall"].items()})
+    if "edit" in tasks:
+        metrics["editing"] = heldout.editing_success(model, held.editing, sampling, canvas, 0, limit=rows)["overall"]
     return metrics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="reason", help="comma-separated, of: answer, judge, reason, reflect")
+    parser.add_argument("--tasks", default="reason", help=f"comma-separated, of: {', '.join(PROBED)}")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--synth", type=Path, default=Path("data/synth"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=SftConfig().lr, help="peak AdamW learning rate")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
-    unknown = [t for t in tasks if t not in ("answer", "judge", "reason", "reflect")]
+    unknown = [t for t in tasks if t not in PROBED]
     if unknown:
-        parser.error(f"--tasks: {unknown} are not probed text tasks (answer, judge, reason, reflect)")
+        parser.error(f"--tasks: {unknown} are not probed tasks ({', '.join(PROBED)})")
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     train, held = SynthSplit.load(args.synth / "train"), SynthSplit.load(args.synth / "heldout")
     config = TinyConfig()
     model = build_model(config)
-    lr = SftConfig().lr
+    lr = args.lr
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95))
     rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
     started = time.perf_counter()

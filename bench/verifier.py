@@ -17,7 +17,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from r3.world.prompts import SUITES, sample_example  # noqa: E402
+from r3.world.prompts import examples_over_tags  # noqa: E402
 from r3.world.render import render  # noqa: E402
 from r3.world.verifier import verify, verify_batch  # noqa: E402
 
@@ -29,9 +29,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    tags = [(suite, tag) for suite, tags in SUITES.items() for tag in tags]
-    examples = [sample_example(*tags[i % len(tags)], rng, args.canvas) for i in range(args.n)]
+    examples = examples_over_tags(args.n, 0, args.canvas)
     records = [record for record, _ in examples]
     images = np.stack([render(scene) for _, scene in examples])  # (N, H, W, 3) uint8
     verify_batch(images[: args.batch], records[: args.batch])  # warm-up (prototype cache)

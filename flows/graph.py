@@ -31,6 +31,11 @@ class Stage:
     """JSON metrics files (kept in git, not the DVC cache)."""
     plots: tuple[str, ...] = ()
     """Plot data files (kept in git, not the DVC cache); how to draw them is in PLOTS."""
+    committed_outs: tuple[str, ...] = ()
+    """Outputs versioned by DVC but kept in git rather than the DVC cache (a shipped model)."""
+    frozen: bool = False
+    """`dvc repro` never runs the stage (even with -f) and uses its committed outputs; run its flow by hand and
+    `dvc commit` it to reproduce them."""
 
     @property
     def cmd(self) -> str:
@@ -56,9 +61,17 @@ STAGES: tuple[Stage, ...] = (
         metrics=(str(paths.SYNTH_METRICS),),
     ),
     Stage(
+        name="pretrain",
+        params=("base", "pretrain"),
+        inputs=(str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
+        outs=(str(paths.PRETRAIN_SAMPLES),),
+        committed_outs=(str(paths.BASE_MODEL),),
+        frozen=True,
+    ),
+    Stage(
         name="sft",
         params=("base", "sft"),
-        inputs=(str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
+        inputs=(str(paths.BASE_MODEL), str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
         outs=(str(paths.SFT_CHECKPOINT), str(paths.SFT_SAMPLES)),
         metrics=(str(paths.SFT_METRICS),),
     ),
@@ -102,7 +115,9 @@ def dvc_yaml() -> dict:
     stages = {}
     for stage in STAGES:
         entry: dict = {"cmd": stage.cmd, "deps": list(stage.deps), "params": list(stage.params),
-                       "outs": list(stage.outs)}
+                       "outs": [*stage.outs, *({path: {"cache": False}} for path in stage.committed_outs)]}
+        if stage.frozen:
+            entry["frozen"] = True
         if stage.metrics:
             entry["metrics"] = [{path: {"cache": False}} for path in stage.metrics]
         if stage.plots:

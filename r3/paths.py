@@ -11,6 +11,13 @@ SYNTH_SAMPLES = SYNTH / "samples"
 SYNTH_CARD = SYNTH / "DATA_CARD.md"
 SYNTH_METRICS = SYNTH / "metrics.json"
 
+MODELS = Path("models")
+BASE_MODEL = MODELS / "base"
+"""The shipped pretrained base model (committed to git: DVC tracks it with cache: false)."""
+BASE_METRICS = BASE_MODEL / "metrics.json"
+BASE_CARD = BASE_MODEL / "MODEL_CARD.md"
+PRETRAIN_SAMPLES = DATA / "pretrain" / "samples"
+
 SFT = DATA / "sft"
 SFT_CHECKPOINT = SFT / "checkpoint"
 SFT_SAMPLES = SFT / "samples"

@@ -13,7 +13,7 @@ from r3.models.tokenizer import build_tokenizer
 WORDS = "a one two red blue green circle circles square squares left right of above below".split()
 WORDS += "stop remove make the how many what color , .".split()
 CONFIG = TinyConfig(
-    canvas=16, patch=4, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=2, head_heads=2
+    canvas=32, patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=2, head_heads=2
 )
 FAST = SamplingConfig(steps=3, cfg_scale=2.5, max_new_tokens=5)
 PROMPTS = ["a red circle", "two blue squares left of a green circle"]
@@ -27,7 +27,7 @@ def model() -> TinyUnifiedModel:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 def _gen() -> torch.Generator:
@@ -49,7 +49,7 @@ def test_every_method_returns_batched_shapes(model: TinyUnifiedModel, images: to
     generated = model.generate(PROMPTS, reasoning, FAST, generator=_gen())
     edited = model.edit(images, ["make the circle red", "remove one square"], FAST, generator=_gen())
     for out in (generated, edited):
-        assert out.images.shape == (2, 3, 16, 16) and out.transitions is None
+        assert out.images.shape == (2, 3, 32, 32) and out.transitions is None
         assert out.images.min() >= 0 and out.images.max() <= 1
     judged = model.judge(images, PROMPTS)
     assert judged.shape == (2,) and torch.all((judged > 0) & (judged < 1))
@@ -89,7 +89,7 @@ def test_stored_text_and_image_log_probs_recompute_to_ratio_one(model: TinyUnifi
 
 
 def test_image_does_not_depend_on_the_other_prompts_of_its_batch(model: TinyUnifiedModel) -> None:
-    noise = torch.randn(2, 3, 16, 16, generator=_gen())
+    noise = torch.randn(2, 9, 8, 8, generator=_gen())
     batched = model.generate(PROMPTS, None, FAST, noise=noise).images
     alone = model.generate(PROMPTS[:1], None, FAST, noise=noise[:1]).images
     torch.testing.assert_close(alone, batched[:1], atol=1e-5, rtol=0)
@@ -139,7 +139,7 @@ def test_save_load_round_trip_gives_identical_outputs(
     model.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     loaded = TinyUnifiedModel.from_pretrained(tmp_path, expected=CONFIG).eval()
-    noise = torch.randn(2, 3, 16, 16, generator=_gen())
+    noise = torch.randn(2, 9, 8, 8, generator=_gen())
     original = model.generate(PROMPTS, None, FAST, noise=noise).images
     assert torch.equal(loaded.generate(PROMPTS, None, FAST, noise=noise).images, original)
     assert torch.equal(loaded.judge(images, PROMPTS), model.judge(images, PROMPTS))
@@ -159,14 +159,16 @@ def test_loading_with_another_config_or_foreign_weights_fails_clearly(model: Tin
 
 
 def test_bad_inputs_raise_one_line_errors(model: TinyUnifiedModel, images: torch.Tensor) -> None:
-    with pytest.raises(ValueError, match=r"images must have shape \(B, 3, 16, 16\)"):
-        model.judge(torch.rand(2, 3, 32, 32), PROMPTS)
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 3, 32, 32\)"):
+        model.judge(torch.rand(2, 3, 16, 16), PROMPTS)
     with pytest.raises(ValueError, match="text task 'answer' needs images"):
         TextQuery("answer", ["how many"])
     with pytest.raises(ValueError, match=r"sde_steps \(3,\) must lie in \[0, 3\)"):
         SamplingConfig(steps=3, sde_steps=(3,))
     with pytest.raises(ValueError, match="not divisible by patch"):
-        TinyConfig(canvas=30, patch=4)
+        TinyConfig(canvas=48, patch=5)
+    with pytest.raises(ValueError, match="canvas 36: must be a multiple of 8"):
+        TinyConfig(canvas=36, patch=4)
 
 
 def test_tiny_model_implements_every_method_of_the_interface() -> None:

@@ -19,7 +19,7 @@ TINY = {
     "base": {"num_threads": 1, "experiment": "smoke"},
     "synth": {"train_per_tag": 2, "heldout_per_tag": 2, "train_pairs": 16, "heldout_pairs_per_tag": 2,
               "candidates_per_tag": 40},
-    "sft": {"steps": 3, "batch_size": 4, "eval_every": 100, "log_every": 1, "model": MODEL, "sampling": FAST},
+    "sft": {"init": "scratch", "steps": 3, "batch_size": 4, "eval_every": 100, "log_every": 1, "model": MODEL, "sampling": FAST},
     "rl": {"steps": 2, "group_size": 2, "prompts_per_step": 1, "nodes_per_step": 1, "sample_steps": 2,
            "max_new_tokens": 8, "eval_every": 100, "eval_rows": 2, "checkpoint_every": 1,
            "eval_sampling": FAST},

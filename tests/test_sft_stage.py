@@ -17,7 +17,7 @@ from r3.train.sft import SftConfig, TaskWeights, lr_factor, tasks_for_step, trai
 BASE = BaseConfig(seed=0, num_threads=1)
 MODEL = TinyConfig(canvas=32, patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64,
                    head_width=32, head_layers=1, head_heads=2)
-TINY_SFT = SftConfig(steps=4, batch_size=4, rotating_tasks_per_step=3, warmup_steps=1, eval_every=2,
+TINY_SFT = SftConfig(init="scratch", steps=4, batch_size=4, rotating_tasks_per_step=3, warmup_steps=1, eval_every=2,
                      quick_eval_rows=4, log_every=1, model=MODEL, sampling=SamplingConfig(steps=2, cfg_scale=2.0))
 
 

@@ -29,7 +29,7 @@ def system_metrics(run_id: str) -> set[str]:
     return {key for key in mlflow.get_run(run_id).data.metrics if key.startswith("system/")}
 
 
-def fake_train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, log,
+def fake_train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, init_dir: Path | None, log,
                    seconds: float = 2.5) -> SftResult:
     """Stands in for a few seconds of training: writes what the stage publishes."""
     time.sleep(seconds)
@@ -52,7 +52,7 @@ def test_sft_stage_run_logs_system_metrics_by_default(tmp_path, monkeypatch):
     fake_synth(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tasks.sft, "train_sft", fake_train_sft)
-    sft_stage.sft_flow(BaseConfig(experiment=EXPERIMENT), SftConfig())
+    sft_stage.sft_flow(BaseConfig(experiment=EXPERIMENT), SftConfig(init="scratch"))
     [run] = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'sft'",
                                output_format="list")
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system_metrics(
@@ -77,19 +77,20 @@ def test_system_metrics_flag_is_not_part_of_cache_keys_or_params():
 
 def test_other_processes_of_a_launch_train_but_neither_track_nor_publish(tmp_path, monkeypatch, capsys):
     fake_synth(tmp_path)
-    (tmp_path / "params.yaml").write_text("base: {experiment: followers}\nsft: {}\nevaluate: {}\nrunner: {}\n")
+    (tmp_path / "params.yaml").write_text("base: {experiment: followers}\nsft: {init: scratch}\nevaluate: {}\nrunner: {}\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     trained: list[Path] = []
 
-    def train(base, cfg, synth_dir, out_dir, log):
+    def train(base, cfg, synth_dir, out_dir, init_dir, log):
         trained.append(out_dir)
-        return fake_train_sft(base, cfg, synth_dir, out_dir, log, seconds=0)
+        return fake_train_sft(base, cfg, synth_dir, out_dir, init_dir, log, seconds=0)
 
     monkeypatch.setattr(tasks.sft, "train_sft", train)
+    monkeypatch.setattr(sft_stage, "check_inputs", lambda base, sft: None)  # fake_synth's tables are placeholders
     assert sft_stage.main([]) == 0
-    assert trained == [artifact_dir(sft_stage.train_key(BaseConfig(experiment="followers"), SftConfig()))]
+    assert trained == [artifact_dir(sft_stage.train_key(BaseConfig(experiment="followers"), SftConfig(init="scratch")))]
     assert mlflow.get_experiment_by_name("followers") is None
     assert not (tmp_path / paths.SFT).exists()
 

@@ -103,11 +103,14 @@ def reasoning_validity(model: UnifiedModel, enrichment: Table, canvas: int, batc
 
 @torch.no_grad()
 def generation_accuracy(model: UnifiedModel, enrichment: Table, sampling: SamplingConfig, canvas: int, seed: int,
-                        batch_size: int = 64, limit: int | None = None) -> dict:
-    """Reason (greedy) then generate (ODE) per held-out prompt; strict and partial verifier scores."""
+                        batch_size: int = 64, limit: int | None = None, true_layouts: bool = False) -> dict:
+    """Reason (greedy) then generate (ODE) per held-out prompt; strict and partial verifier scores.
+
+    With `true_layouts` the image is generated from the prompt's ground-truth layout instead of the model's own
+    reasoning: render fidelity, which isolates the image head from the reasoning."""
     def score(index: np.ndarray) -> list[Verdict]:
         prompts = enrichment.texts("prompt", index)
-        reasoning = model.reason(prompts, GREEDY).texts
+        reasoning = enrichment.texts("reasoning", index) if true_layouts else model.reason(prompts, GREEDY).texts
         images = model.generate(prompts, reasoning, sampling, noise=noise_for(index, canvas, seed)).images
         return verify_batch(to_uint8(images), enrichment.records(index))
 

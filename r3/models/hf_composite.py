@@ -54,7 +54,7 @@ from r3.models.interface import (
     TextQuery,
     TextSample,
 )
-from r3.models.sampling import sample_images, timesteps
+from r3.models.sampling import sample_images, starting_latents, timesteps
 
 CONFIG_FILE = "config.json"
 PARTS = ("vlm", "generator", "editor")
@@ -299,24 +299,6 @@ class HfCompositeModel(nn.Module, GuidedFlowMethods):
         with torch.no_grad():
             return encode_images(vae, self._check_images(images).to(self.device))
 
-    def _latent_noise(self, noise: Tensor | None, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-        """Starting latents (B, C, h, w): `noise` as given, folded from pixel shape, or drawn from `generator`."""
-        if noise is None:
-            return torch.randn(shape, generator=generator, dtype=torch.float32)
-        if tuple(noise.shape) == shape:
-            return noise.float()
-        size = self.config.resolution
-        pixel_shape = (shape[0], 3, size, size)
-        if tuple(noise.shape) != pixel_shape:
-            raise ValueError(
-                f"noise must have shape {shape} (latents) or {pixel_shape} (pixels), got {tuple(noise.shape)}"
-            )
-        count = shape[1] * shape[2] * shape[3]
-        if noise[0].numel() < count:
-            raise ValueError(f"pixel noise {pixel_shape} is smaller than latents {shape}; pass latent noise")
-        return noise.float().flatten(1)[:, :count].reshape(shape)
-
-
     def _on_device(self, generator: torch.Generator | None) -> torch.Generator | None:
         """A generator on the model's device, seeded from `generator`, for the sampler's SDE noise."""
         if generator is None or generator.device.type == self.device.type:
@@ -335,7 +317,7 @@ class HfCompositeModel(nn.Module, GuidedFlowMethods):
         """Integrate the guided flow on latents from noise, decode with the VAE; records `sampling.sde_steps`."""
         part = self._editor() if condition.is_edit else self.sd3
         shape = (len(condition.prompts), *part.latent_shape(self.config.resolution))
-        start = self._latent_noise(noise, shape, generator).to(self.device)  # (B, C, h, w)
+        start = starting_latents(noise, shape, self.config.resolution, generator).to(self.device)  # (B, C, h, w)
         velocity_fn = self.guided_velocity(condition, sampling.cfg_scale)
         schedule = timesteps(sampling.steps, sampling.timestep_shift).to(self.device)
         latents, steps = sample_images(

@@ -1,4 +1,4 @@
-"""The tiny model's image head: a pixel-space `diffusers` SD3 transformer with padding-aware joint attention.
+"""The tiny model's image head: a latent-space `diffusers` SD3 transformer with padding-aware joint attention.
 
 `MaskedJointAttnProcessor` is diffusers' `JointAttnProcessor2_0` (diffusers 0.42) with one change: it passes
 `attention_mask` to scaled_dot_product_attention, so padded conditioning tokens are never attended and an
@@ -42,23 +42,24 @@ class MaskedJointAttnProcessor:
 
 
 def build_image_head(
-    canvas: int, patch: int, width: int, layers: int, heads: int, condition_dim: int
+    channels: int, side: int, width: int, layers: int, heads: int, condition_dim: int
 ) -> SD3Transformer2DModel:
-    """SD3 transformer on 6-channel pixels (noisy image + edit source or zeros) predicting a 3-channel velocity."""
+    """SD3 transformer at patch 1 on a side x side latent of 2 * channels (noisy latent + edit source or zeros)
+    predicting a `channels` velocity."""
     if width % heads:
         raise ValueError(f"image head width {width} is not divisible by its {heads} heads")
     head = SD3Transformer2DModel(
-        sample_size=canvas,
-        patch_size=patch,
-        in_channels=6,
-        out_channels=3,
+        sample_size=side,
+        patch_size=1,
+        in_channels=2 * channels,
+        out_channels=channels,
         num_layers=layers,
         attention_head_dim=width // heads,
         num_attention_heads=heads,
         joint_attention_dim=condition_dim,
         caption_projection_dim=width,
         pooled_projection_dim=condition_dim,
-        pos_embed_max_size=canvas // patch,
+        pos_embed_max_size=side,
     )
     head.set_attn_processor(MaskedJointAttnProcessor())
     return head

@@ -1,7 +1,7 @@
 """Supervised losses of every trainable backend, for the SFT stage: next-token CE and conditional flow matching.
 
 Flow matching uses x_t = (1 - t) x_data + t noise with velocity target noise - x_data, where x_data is the
-backend's flow space (`to_latents`: tiny's pixels in [-1, 1], hf-composite's scaled VAE latents).
+backend's flow space (`to_latents`: tiny's exact codec latents, hf-composite's scaled VAE latents).
 Training times default to logit-normal (SD3), which spends the small CPU budget on mid times where layout and
 colour are decided rather than on t near 0 (almost clean, little to learn) or near 1 (almost pure noise). A probe
 here (16 one-object prompts, batch 16, 300 steps, one seed) gave centre-colour accuracy 0.33 (logit-normal) vs

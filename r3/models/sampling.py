@@ -17,6 +17,24 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 """(x_t (B, C, H, W), t (B,)) -> velocity (B, C, H, W); already classifier-free guided."""
 
 
+
+def starting_latents(noise: Tensor | None, shape: tuple[int, ...], pixel_side: int,
+                     generator: torch.Generator | None) -> Tensor:
+    """Starting latents `shape` (B, C, h, w): `noise` as given, folded from pixel shape (B, 3, side, side) by keeping
+    the first C*h*w values of each row (i.i.d. Gaussian in, i.i.d. Gaussian out, and rows that share a pixel noise
+    share a latent noise), or drawn from `generator`."""
+    if noise is None:
+        return torch.randn(shape, generator=generator, dtype=torch.float32)
+    if tuple(noise.shape) == shape:
+        return noise.float()
+    pixel_shape = (shape[0], 3, pixel_side, pixel_side)
+    if tuple(noise.shape) != pixel_shape:
+        raise ValueError(f"noise must have shape {shape} (latents) or {pixel_shape} (pixels), got {tuple(noise.shape)}")
+    count = shape[1] * shape[2] * shape[3]
+    if noise[0].numel() < count:
+        raise ValueError(f"pixel noise {pixel_shape} is smaller than latents {shape}; pass latent noise")
+    return noise.float().flatten(1)[:, :count].reshape(shape)
+
 @dataclass(frozen=True)
 class SdeSteps:
     """The stochastic steps of a batch of sampling runs: enough to recompute their log-probs later."""

@@ -1,14 +1,19 @@
-"""The embedded unified model `tiny`: a small Llama LM that reads text and image patches, and an SD3 image head
+"""The embedded unified model `tiny`: a small Llama LM that reads text and images, and an SD3 image head
 conditioned on the LM's hidden states, so understanding and generation share the LM's parameters.
 
-Sequence layout (left-padded; `<patch>` positions carry linear patch embeddings instead of token embeddings):
+Images live in the exact ShapeWorld codec's latent space (r3.world.codec, the tiny model's "VAE"): the head
+generates and edits CHANNELS x 8 x 8 latents at patch 1, and images leave the model only as decoded renders.
+
+Sequence layout (left-padded; `<patch>` positions carry linear embeddings of the image's 8 x 8 codec cells, or of
+its pixel patches with `image_input: pixels`, plus fixed 2D sin-cos positions, instead of token embeddings):
 
     <bos> [<image> <patch> x N] <task> context words <sep> target words <eos>
 
 Text tasks train and sample the target span. Generation conditions the head on the hidden states of
 `<bos> <generate> prompt <sep> reasoning <eos>`; editing on `<bos> <image> patches <edit> instruction <sep> <eos>`
 minus the patch positions (their content reaches the kept text positions through causal attention, and the
-source image is also channel-concatenated to the head's noisy input).
+source latent is also channel-concatenated to the head's noisy input). Clauses that name a grid cell get that
+cell's position features added to their conditioning states (r3.models.grounding).
 """
 
 from collections.abc import Sequence
@@ -17,12 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, ValidationError, model_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from r3.models.grounding import add_grounding, grid_sincos, grounding_index
 from r3.models.guided_flow import GuidedFlowMethods
 from r3.models.image_head import build_image_head
 from r3.models.interface import (
@@ -34,8 +39,10 @@ from r3.models.interface import (
     TextQuery,
     TextSample,
 )
-from r3.models.sampling import decode_tokens, sample_images, timesteps
+from r3.models.sampling import decode_tokens, sample_images, starting_latents, timesteps
 from r3.models.tokenizer import BOS, EOS, IMAGE, NO, PATCH, SEP, SPECIAL_TOKENS, TASK_TOKENS, YES, encode_words
+from r3.world import codec
+from r3.world.scene import GRID, MIN_CANVAS, check_canvas
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
@@ -46,10 +53,15 @@ class TinyConfig(FlowTrainingConfig):
     backend: Literal["tiny"] = "tiny"
     """Which backend this config builds (the key of r3.models.registry.ModelConfig); checkpoints written before
     the key existed load as tiny."""
-    canvas: int = Field(32, ge=4)
-    """Image side in pixels (square RGB images)."""
+    canvas: int = Field(32, ge=MIN_CANVAS)
+    """Image side in pixels (square RGB images; a ShapeWorld canvas: a multiple of 8, at least 32)."""
+    image_input: Literal["cells", "pixels"] = "cells"
+    """What the LM reads of an image: its 8 x 8 codec cells, or pixel patches of side `patch`."""
     patch: int = Field(4, ge=1)
-    """Patch side in pixels, for the LM's patch embedding and the image head alike."""
+    """Patch side in pixels of the LM's pixel-patch input (`image_input: pixels`)."""
+    grounding: Literal["sincos", "learned", "none"] = "sincos"
+    """Position features added to the conditioning states of clauses that name a cell: the head's own 2D
+    sin-cos function, one learned vector per cell, or none."""
     lm_dim: int = Field(128, ge=8)
     """Hidden size of the causal LM."""
     lm_layers: int = Field(2, ge=1)
@@ -69,6 +81,7 @@ class TinyConfig(FlowTrainingConfig):
 
     @model_validator(mode="after")
     def _divisible(self) -> "TinyConfig":
+        check_canvas(self.canvas)
         if self.canvas % self.patch:
             raise ValueError(f"canvas {self.canvas} is not divisible by patch {self.patch}")
         if self.lm_dim % self.lm_heads:
@@ -78,8 +91,18 @@ class TinyConfig(FlowTrainingConfig):
         return self
 
     @property
+    def image_side(self) -> int:
+        """Side of the LM's grid of image tokens."""
+        return GRID if self.image_input == "cells" else self.canvas // self.patch
+
+    @property
     def num_patches(self) -> int:
-        return (self.canvas // self.patch) ** 2
+        return self.image_side**2
+
+    @property
+    def image_features(self) -> int:
+        """Input features per image token."""
+        return codec.CHANNELS if self.image_input == "cells" else 3 * self.patch**2
 
 
 @dataclass(frozen=True)
@@ -103,7 +126,7 @@ class EncodedCondition:
     pooled: Tensor
     """(B, D) mean of the real conditioning states."""
     sources: Tensor | None
-    """(B, 3, H, W) edit sources in [-1, 1], or None for generation."""
+    """(B, CHANNELS, 8, 8) codec latents of the edit sources, or None for generation."""
 
 
 def patchify(images: Tensor, patch: int) -> Tensor:
@@ -164,10 +187,15 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
                 attn_implementation="sdpa",
             )
         )
-        self.patch_embed = nn.Linear(3 * config.patch**2, config.lm_dim)
-        self.patch_position = nn.Parameter(0.02 * torch.randn(config.num_patches, config.lm_dim))
+        self.patch_embed = nn.Linear(config.image_features, config.lm_dim)
+        self.register_buffer("patch_position", grid_sincos(config.lm_dim, config.image_side), persistent=False)
+        self.cell_features = (
+            nn.Parameter(torch.zeros(GRID * GRID, config.lm_dim)) if config.grounding == "learned" else None
+        )
+        self.register_buffer("cell_sincos", grid_sincos(config.lm_dim), persistent=False)
+        self.id_tokens = tokenizer.convert_ids_to_tokens(list(range(vocab)))
         self.image_head = build_image_head(
-            config.canvas, config.patch, config.head_width, config.head_layers, config.head_heads, config.lm_dim
+            codec.CHANNELS, GRID, config.head_width, config.head_layers, config.head_heads, config.lm_dim
         )
         # Texts are sampled and scored over words + <eos> only; the same mask everywhere keeps log-probs consistent.
         special = [t for t in tokenizer.all_special_tokens if t != EOS]
@@ -177,7 +205,7 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     @property
     def device(self) -> torch.device:
-        return self.patch_position.device
+        return self.patch_embed.weight.device
 
     # ----- sequences and the LM -----
 
@@ -201,19 +229,25 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
             raise ValueError(f"images must have shape (B, 3, {size}, {size}), got {tuple(images.shape)}")
         return images.to(self.device, torch.float32)
 
-    def _embed(self, layout: Layout, images: Tensor | None) -> Tensor:
+    def _image_tokens(self, images: Tensor, latents: Tensor | None = None) -> Tensor:
+        """(B, N, F) what the LM reads of images (B, 3, H, W): codec cells (given `latents` are reused) or patches."""
+        if self.config.image_input == "pixels":
+            return patchify(self._check_images(images) * 2 - 1, self.config.patch)  # (B, N, 3 p p)
+        latents = self.to_latents(images) if latents is None else latents  # (B, C, 8, 8)
+        return latents.flatten(2).transpose(1, 2)  # (B, 64, C), row-major cells
+
+    def _embed(self, layout: Layout, images: Tensor | None, latents: Tensor | None = None) -> Tensor:
         embeds = self.lm.get_input_embeddings()(layout.input_ids)  # (B, L, D)
         if images is None:
             return embeds
-        patches = patchify(self._check_images(images) * 2 - 1, self.config.patch)  # (B, N, 3 p p)
-        patch_embeds = self.patch_embed(patches) + self.patch_position  # (B, N, D)
+        patch_embeds = self.patch_embed(self._image_tokens(images, latents)) + self.patch_position  # (B, N, D)
         is_patch = (layout.input_ids == self.patch_id)[..., None]  # (B, L, 1)
         return embeds.masked_scatter(is_patch, patch_embeds)
 
-    def _hidden(self, layout: Layout, images: Tensor | None) -> Tensor:
+    def _hidden(self, layout: Layout, images: Tensor | None, latents: Tensor | None = None) -> Tensor:
         """(B, L, D) last hidden states of the LM."""
         positions = (layout.attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, L)
-        embeds = self._embed(layout, images)  # (B, L, D)
+        embeds = self._embed(layout, images, latents)  # (B, L, D)
         out = self.lm.model(inputs_embeds=embeds, attention_mask=layout.attention_mask.long(), position_ids=positions)
         return out.last_hidden_state
 
@@ -315,30 +349,45 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         n = len(condition.prompts)
         if condition.is_edit:
             sources = self._check_images(condition.sources)
+            latents = self.to_latents(sources)  # (B, C, 8, 8)
             layout = self._rows(self.task_ids["edit"], condition.prompts, True, [[]] * n, end=True)
         else:
-            sources = None
+            sources = latents = None
             reasoning = [[]] * n if condition.reasoning is None else encode_words(self.tokenizer, condition.reasoning)
             layout = self._rows(self.task_ids["generate"], condition.prompts, False, reasoning, end=True)
-        hidden = self._hidden(layout, sources)  # (B, L, D)
+        hidden = self._grounded(layout, self._hidden(layout, sources, latents))  # (B, L, D)
         span = layout.attention_mask & (layout.input_ids != self.patch_id)  # (B, L)
         order = torch.sort((~span).int(), dim=1, stable=True).indices[:, : int(span.sum(1).max())]  # (B, Lc)
         states = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Lc, D)
         mask = span.gather(1, order)  # (B, Lc)
         pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, D)
-        return EncodedCondition(states, mask, pooled, None if sources is None else sources * 2 - 1)
+        return EncodedCondition(states, mask, pooled, latents)
+
+    def _grounded(self, layout: Layout, hidden: Tensor) -> Tensor:
+        """(B, L, D) hidden states plus the cell features of every clause that names a cell."""
+        if self.config.grounding == "none":
+            return hidden
+        index = grounding_index([[self.id_tokens[i] for i in row] for row in layout.input_ids.tolist()])  # (B, L)
+        features = self.cell_sincos if self.cell_features is None else self.cell_features  # (64, D)
+        return add_grounding(hidden, index.to(self.device), features)
 
     def to_latents(self, images: Tensor, edit: bool = False) -> Tensor:
-        """The head's flow space is pixels: (B, 3, H, W) in [0, 1] -> [-1, 1], for editing and generation alike."""
-        return images.to(self.device, torch.float32) * 2 - 1
+        """The head's flow space is the exact codec's: (B, 3, H, W) renders in [0, 1] -> (B, C, 8, 8) latents."""
+        pixels = self._check_images(images).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+        return torch.from_numpy(codec.encode(pixels)).to(self.device)
+
+    def from_latents(self, latents: Tensor) -> Tensor:
+        """(B, C, 8, 8) latents -> (B, 3, H, W) decoded renders in [0, 1]."""
+        renders = codec.decode(latents.detach().float().cpu().numpy(), self.config.canvas)  # (B, H, W, 3) uint8
+        return torch.from_numpy(renders).permute(0, 3, 1, 2).float().div(255).to(self.device)
 
     def velocity(self, condition: EncodedCondition, x_t: Tensor, t: Tensor) -> Tensor:
-        """(B, 3, H, W) velocity (noise - data) at x_t (B, 3, H, W) in [-1, 1] scale and times t (B,)."""
+        """(B, C, 8, 8) velocity (noise - data) at latents x_t (B, C, 8, 8) and times t (B,)."""
         source = condition.sources if condition.sources is not None else torch.zeros_like(x_t)
         num_image = self.config.num_patches
         attend = torch.cat([condition.mask.new_ones(x_t.shape[0], num_image), condition.mask], dim=1)  # (B, N + Lc)
         return self.image_head(
-            hidden_states=torch.cat([x_t, source], dim=1),  # (B, 6, H, W)
+            hidden_states=torch.cat([x_t, source], dim=1),  # (B, 2C, 8, 8)
             encoder_hidden_states=condition.states,
             pooled_projections=condition.pooled,
             timestep=t * 1000,  # SD3's sinusoidal time embedding expects the 0..1000 scale
@@ -355,16 +404,13 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         generator: torch.Generator | None = None,
     ) -> ImageSample:
         """Integrate the guided flow from noise; records the SDE steps listed in `sampling.sde_steps`."""
-        shape = (len(condition.prompts), 3, self.config.canvas, self.config.canvas)
-        if noise is None:
-            noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        shape = (len(condition.prompts), codec.CHANNELS, GRID, GRID)
+        noise = starting_latents(noise, shape, self.config.canvas, generator)  # (B, C, 8, 8)
         velocity_fn = self.guided_velocity(condition, sampling.cfg_scale)
         schedule = timesteps(sampling.steps, sampling.timestep_shift).to(self.device)
         noise = noise.to(self.device)
         x0, steps = sample_images(velocity_fn, noise, schedule, sampling.sde_steps, sampling.eta_a, generator)
-        images = (x0.clamp(-1, 1) + 1) / 2  # (B, 3, H, W)
+        images = self.from_latents(x0)  # (B, 3, H, W)
         transitions = SdeTransitions(steps, condition, sampling.cfg_scale) if sampling.sde_steps else None
         return ImageSample(images, transitions)
 

@@ -23,6 +23,8 @@ def evaluate_heldout(model: TrainableUnifiedModel, data: SynthSplit, sampling: S
         "reasoning_validity": heldout.reasoning_validity(model, data.enrichment, canvas, limit=limit),
         "reflection": heldout.reflection_accuracy(model, data.reflection, limit=limit),
         "generation": heldout.generation_accuracy(model, data.enrichment, sampling, canvas, seed, limit=limit),
+        "render_fidelity": heldout.generation_accuracy(model, data.enrichment, sampling, canvas, seed, limit=limit,
+                                                       true_layouts=True),
         "editing": heldout.editing_success(model, data.editing, sampling, canvas, seed, limit=limit),
     }
     model.train()
@@ -38,6 +40,7 @@ def skill_headline(metrics: dict) -> dict[str, float]:
         "reasoning_validity": metrics["reasoning_validity"]["overall"],
         "reflection": metrics["reflection"]["overall"],
         "editing": metrics["editing"]["overall"],
+        "render_fidelity": float(np.mean(list(metrics["render_fidelity"]["strict"]["overall"].values()))),
         **{f"generation_strict/{s}": v for s, v in gen["strict"]["overall"].items()},
         **{f"generation_partial/{s}": v for s, v in gen["partial"]["overall"].items()},
     }

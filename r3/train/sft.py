@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from r3.config import BaseConfig, Config
 from r3.models.interface import SamplingConfig, TrainableUnifiedModel
-from r3.models.registry import ModelConfig, build_model
+from r3.models.registry import ModelConfig, build_model, load_checkpoint
 from r3.models.tiny import TinyConfig
 from r3.train.data import SFT_TASKS, SftTask, SynthSplit, task_loss
 from r3.train.distributed import Learner, fsdp_settings, full_state_dict, make_accelerator, rank_seed_words
@@ -67,8 +69,13 @@ class SftConfig(Config):
     layout validity keeps rising with updates (docs/experiments.md)."""
     rotating_tasks_per_step: int = Field(2, ge=1)
     """How many of the other tasks (in rotation) each step trains besides `every_step`."""
+    init: Literal["base", "scratch"] = "base"
+    """A tiny model starts from the shipped pretrained base model (models/base, whose config must equal `model`)
+    or from random weights; an hf-composite model always starts from its pretrained parts."""
     lr: float = Field(2e-3, gt=0)
-    """Peak AdamW learning rate."""
+    """Peak AdamW learning rate of every parameter outside the image head (the LM: understanding and text)."""
+    head_lr: float | None = Field(None, gt=0)
+    """Peak AdamW learning rate of the image head (modules named `image_head`); None = `lr`."""
     warmup_steps: int = Field(50, ge=0)
     """Linear warm-up steps."""
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
@@ -91,6 +98,11 @@ class SftConfig(Config):
     """Rows per metric in the quick evaluations (the final one uses every held-out row)."""
     log_every: int = Field(10, ge=1)
     """Steps between logged loss values."""
+
+    @property
+    def starts_from_base(self) -> bool:
+        """Whether training starts from the shipped base model."""
+        return self.init == "base" and isinstance(self.model, TinyConfig)
 
     @model_validator(mode="after")
     def _has_tasks(self) -> "SftConfig":
@@ -133,9 +145,28 @@ def step_losses(model: TrainableUnifiedModel, data: SynthSplit, tasks: list[str]
     return sum(getattr(cfg.weights, t) * loss for t, loss in losses.items()), losses
 
 
-def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
-              log: MetricLogger = lambda metrics, step: None) -> SftResult:
-    """Train the tiny model from scratch on the synth tables; write checkpoint, history, samples, metrics.
+def param_groups(model: torch.nn.Module, cfg: SftConfig) -> list[dict]:
+    """AdamW groups: the image head at `head_lr`, everything else at `lr`."""
+    named = list(model.named_parameters())
+    head = [p for n, p in named if n.startswith("image_head.")]
+    rest = [p for n, p in named if not n.startswith("image_head.")]
+    groups = [{"params": rest, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr or cfg.lr}]
+    return [g for g in groups if g["params"]]
+
+
+def initial_model(cfg: SftConfig, init_dir: Path | None) -> TrainableUnifiedModel:
+    """The model training starts from: the base checkpoint in `init_dir` or a new one (`build_model`)."""
+    if not cfg.starts_from_base:
+        return build_model(cfg.model)
+    if init_dir is None:
+        raise ValueError("init: base needs the base model's directory")
+    return load_checkpoint(init_dir, expected=cfg.model)
+
+
+def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, init_dir: Path | None = None,
+              log: MetricLogger = lambda metrics, step: None, stage: str = "sft") -> SftResult:
+    """Train the model from `init_dir` (or from scratch) on the synth tables; write checkpoint, history, samples,
+    metrics. `stage` names the progress bar.
 
     A non-main process of a multi-process launch trains alongside the main one and returns without evaluating
     or writing anything: its result's headline is empty and its paths do not exist.
@@ -148,11 +179,11 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
         raise ValueError(f"sft.model.canvas {cfg.model.canvas} != base.canvas {base.canvas}")
     train = SynthSplit.load(synth_dir / "train")
     held = SynthSplit.load(synth_dir / "heldout")
-    model = build_model(cfg.model).to(accelerator.device)
+    model = initial_model(cfg, init_dir).to(accelerator.device)
     sharded = fsdp_settings() is not None
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 and (main or sharded) else model
     evaluated = copy.deepcopy(model) if sharded and main else ema  # what evaluation and saving read
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     learner = Learner(accelerator, model, optimizer)
     schedule = torch.optim.lr_scheduler.LambdaLR(learner.optimizer, lambda step: lr_factor(step, cfg))
     if sharded and ema is not model:
@@ -174,7 +205,7 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path,
     samples: list[Path] = []
     started = time.perf_counter()
     with open(history_path if main else os.devnull, "w") as history, \
-            tqdm(range(cfg.steps), desc="sft", unit="step", disable=not main) as bar:
+            tqdm(range(cfg.steps), desc=stage, unit="step", disable=not main) as bar:
         def record(metrics: dict[str, float], step: int) -> None:
             history.write(json.dumps({"step": step, **metrics}) + "\n")
             log(metrics, step)

@@ -325,6 +325,13 @@ def sample_example(suite: str, tag: str, rng: np.random.Generator, canvas: int =
     return record, scene_for(record, rng, canvas)
 
 
+def examples_over_tags(n: int, seed: int, canvas: int = 32) -> list[tuple[dict, Scene]]:
+    """`n` seeded examples cycling over every tag of both suites (for benchmarks and exactness checks)."""
+    rng = np.random.default_rng(seed)
+    tags = [(suite, tag) for suite, tags in SUITES.items() for tag in tags]
+    return [sample_example(*tags[i % len(tags)], rng, canvas) for i in range(n)]
+
+
 def vocabulary() -> list[str]:
     """Every word of prompts, layout texts, edit instructions, the stop answer, VQA and ITA texts.
 
