@@ -1,6 +1,7 @@
 """Which SFT skills are limited by updates: train some SFT tasks alone on the synth tables, report held-out curves.
 
-An untrained default tiny model is trained on the chosen tasks only (each task's batch every step, AdamW at the
+An untrained default tiny model (or, with `--init DIR`, a saved checkpoint such as models/base) is trained on
+the chosen tasks only (each task's batch every step, AdamW at the
 SFT learning rate unless `--lr`, with 50 warm-up steps), and every `--every` steps the held-out metrics of those
 tasks are measured on `--rows` rows (`generate`: render fidelity, images from the ground-truth layouts; `edit`:
 editing success). Needs the synth stage's output (`dvc repro synth`). Usage:
@@ -18,10 +19,10 @@ import torch
 
 from r3.evals import heldout
 from r3.models.interface import SamplingConfig
-from r3.models.registry import build_model
+from r3.models.registry import build_model, load_checkpoint
 from r3.models.tiny import TinyConfig
 from r3.train.data import SynthSplit, task_loss
-from r3.train.sft import SftConfig
+from r3.train.sft import SftConfig, param_groups
 
 
 PROBED = ("answer", "judge", "reason", "reflect", "generate", "edit")
@@ -55,7 +56,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--synth", type=Path, default=Path("data/synth"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=SftConfig().lr, help="peak AdamW learning rate")
+    parser.add_argument("--lr", type=float, default=SftConfig().lr, help="peak AdamW learning rate of the LM")
+    parser.add_argument("--head-lr", type=float, default=None, help="peak learning rate of the image head (default: --lr)")
+    parser.add_argument("--init", type=Path, default=None, help="checkpoint to start from (default: untrained)")
+    parser.add_argument("--grounding", default=TinyConfig().grounding, help="grounding of an untrained model")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in PROBED]
@@ -64,15 +68,17 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     train, held = SynthSplit.load(args.synth / "train"), SynthSplit.load(args.synth / "heldout")
-    config = TinyConfig()
-    model = build_model(config)
-    lr = args.lr
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95))
+    untrained = TinyConfig(grounding=args.grounding)
+    model = build_model(untrained) if args.init is None else load_checkpoint(args.init)
+    config = model.config
+    cfg = SftConfig(lr=args.lr, head_lr=args.head_lr, model=config)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.95))
+    peaks = [group["lr"] for group in optimizer.param_groups]
     rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
     started = time.perf_counter()
     for step in range(args.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 50)
+        for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+            group["lr"] = peak * min(1.0, (step + 1) / 50)
         loss = sum(task_loss(model, train, t, rng, args.batch, generator) for t in tasks)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
