@@ -32,7 +32,8 @@ def probe_metrics(model, held: SynthSplit, tasks: list[str], canvas: int, rows: 
     """Held-out metrics of the probed tasks (greedy decoding, ODE sampling as in SFT's evaluation)."""
     metrics, sampling = {}, SftConfig().sampling
     if "answer" in tasks:
-        metrics["vqa"] = heldout.vqa_accuracy(model, held.vqa, limit=rows)["overall"]
+        vqa = heldout.vqa_accuracy(model, held.vqa, limit=rows)
+        metrics.update({"vqa": vqa["overall"], **{f"vqa/{c}": v for c, v in vqa["per_category"].items()}})
     if "judge" in tasks:
         metrics["ita"] = heldout.ita_accuracy(model, held.ita, limit=rows)["overall"]
     if "reason" in tasks:
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--head-lr", type=float, default=None, help="peak learning rate of the image head (default: --lr)")
     parser.add_argument("--init", type=Path, default=None, help="checkpoint to start from (default: untrained)")
     parser.add_argument("--grounding", default=TinyConfig().grounding, help="grounding of an untrained model")
+    parser.add_argument("--image-input", default=TinyConfig().image_input, help="image input of an untrained model")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in PROBED]
@@ -68,7 +70,7 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     train, held = SynthSplit.load(args.synth / "train"), SynthSplit.load(args.synth / "heldout")
-    untrained = TinyConfig(grounding=args.grounding)
+    untrained = TinyConfig(grounding=args.grounding, image_input=args.image_input)
     model = build_model(untrained) if args.init is None else load_checkpoint(args.init)
     config = model.config
     cfg = SftConfig(lr=args.lr, head_lr=args.head_lr, model=config)

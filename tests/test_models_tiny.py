@@ -185,3 +185,21 @@ def test_condition_dropout_blanks_only_the_dropped_texts(images: torch.Tensor) -
     assert dropped.prompts == ["", PROMPTS[1]] and dropped.reasoning == ["", "blue square right"]
     edit = drop_condition(ImageCondition(PROMPTS, sources=images), torch.tensor([True, True]))
     assert edit.prompts == ["", ""] and edit.sources is images and edit.reasoning is None
+
+
+@pytest.mark.parametrize("image_input", ["objects", "pixels"])
+def test_every_image_input_reads_images_and_edits(image_input: str, images: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = TinyUnifiedModel(CONFIG.model_copy(update={"image_input": image_input}), build_tokenizer(WORDS)).eval()
+    assert len(model.answer(images, ["how many circles"] * 2, 4).texts) == 2
+    judged = model.judge(images, PROMPTS)
+    assert judged.shape == (2,) and torch.all((judged > 0) & (judged < 1))
+    edited = model.edit(images, ["make the circle red", "remove one square"], FAST, generator=_gen())
+    assert edited.images.shape == (2, 3, 32, 32)
+    # the LM's reading of an image depends on the image and on nothing else of it
+    query = TextQuery("answer", ["how many circles"] * 2, torch.cat([images[:1], images[:1]]))
+    targets = model.encode_targets(["one", "one"])
+    same = model.text_logprobs(query, targets)
+    torch.testing.assert_close(same[0], same[1])
+    other = model.text_logprobs(TextQuery("answer", ["how many circles"] * 2, images), targets)
+    assert not torch.allclose(other[0], other[1])

@@ -42,6 +42,7 @@ from r3.models.interface import (
 from r3.models.sampling import decode_tokens, sample_images, starting_latents, timesteps
 from r3.models.tokenizer import BOS, EOS, IMAGE, NO, PATCH, SEP, SPECIAL_TOKENS, TASK_TOKENS, YES, encode_words
 from r3.world import codec
+from r3.world.layout import layout_text
 from r3.world.scene import GRID, MIN_CANVAS, check_canvas
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -55,8 +56,9 @@ class TinyConfig(FlowTrainingConfig):
     the key existed load as tiny."""
     canvas: int = Field(32, ge=MIN_CANVAS)
     """Image side in pixels (square RGB images; a ShapeWorld canvas: a multiple of 8, at least 32)."""
-    image_input: Literal["cells", "pixels"] = "cells"
-    """What the LM reads of an image: its 8 x 8 codec cells, or pixel patches of side `patch`."""
+    image_input: Literal["objects", "cells", "pixels"] = "objects"
+    """What the LM reads of an image: its codec objects as words ("large red circle at 1 3 ; ..."), its 8 x 8
+    codec cells as 64 embedded tokens, or pixel patches of side `patch`."""
     patch: int = Field(4, ge=1)
     """Patch side in pixels of the LM's pixel-patch input (`image_input: pixels`)."""
     grounding: Literal["sincos", "learned", "none"] = "sincos"
@@ -187,8 +189,11 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
                 attn_implementation="sdpa",
             )
         )
-        self.patch_embed = nn.Linear(config.image_features, config.lm_dim)
-        self.register_buffer("patch_position", grid_sincos(config.lm_dim, config.image_side), persistent=False)
+        embedded = config.image_input != "objects"  # objects are read as words: no image embedding
+        self.patch_embed = nn.Linear(config.image_features, config.lm_dim) if embedded else None
+        self.register_buffer(
+            "patch_position", grid_sincos(config.lm_dim, config.image_side) if embedded else None, persistent=False
+        )
         self.cell_features = (
             nn.Parameter(torch.zeros(GRID * GRID, config.lm_dim)) if config.grounding == "learned" else None
         )
@@ -205,17 +210,30 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     @property
     def device(self) -> torch.device:
-        return self.patch_embed.weight.device
+        return self.lm.lm_head.weight.device
 
     # ----- sequences and the LM -----
 
+    def _image_ids(self, images: Tensor | None, latents: Tensor | None = None) -> list[list[int]]:
+        """Per image, the tokens that stand for it: `<image>` then its objects' words (`image_input: objects`) or
+        `<patch>` slots that `_embed` fills; no tokens without images."""
+        if images is None:
+            return [[]]
+        if self.config.image_input != "objects":
+            return [[self.image_id] + [self.patch_id] * self.config.num_patches] * len(images)
+        latents = self.to_latents(images) if latents is None else latents  # (B, C, 8, 8)
+        scenes = [codec.latent_scene(latent, self.config.canvas) for latent in latents.cpu().numpy()]
+        return [[self.image_id, *ids] for ids in encode_words(self.tokenizer, [layout_text(s) for s in scenes])]
+
     def _rows(
-        self, task_id: int, contexts: Sequence[str], with_image: bool, targets: Sequence[list[int]], end: bool
+        self, task_id: int, contexts: Sequence[str], images: list[list[int]], targets: Sequence[list[int]], end: bool
     ) -> Layout:
-        image = [self.image_id] + [self.patch_id] * self.config.num_patches if with_image else []
+        """Left-padded `<bos> image task context <sep> target [<eos>]` rows; `images` holds one image's tokens per
+        row, or one empty list for text-only rows."""
+        images = images * len(contexts) if len(images) == 1 else images
         rows = [
             [self.bos_id, *image, task_id, *ctx, self.sep_id, *tgt, *([self.eos_id] if end else [])]
-            for ctx, tgt in zip(encode_words(self.tokenizer, contexts), targets, strict=True)
+            for image, ctx, tgt in zip(images, encode_words(self.tokenizer, contexts), targets, strict=True)
         ]
         longest = max(len(r) for r in rows)
         if longest > self.config.max_positions:
@@ -238,7 +256,7 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     def _embed(self, layout: Layout, images: Tensor | None, latents: Tensor | None = None) -> Tensor:
         embeds = self.lm.get_input_embeddings()(layout.input_ids)  # (B, L, D)
-        if images is None:
+        if images is None or self.config.image_input == "objects":
             return embeds
         patch_embeds = self.patch_embed(self._image_tokens(images, latents)) + self.patch_position  # (B, N, D)
         is_patch = (layout.input_ids == self.patch_id)[..., None]  # (B, L, 1)
@@ -259,7 +277,8 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     def _query_layout(self, query: TextQuery) -> Layout:
         no_targets = [[]] * len(query.contexts)
-        return self._rows(self.task_ids[query.task], query.contexts, query.images is not None, no_targets, end=False)
+        images = None if query.images is None else self._check_images(query.images)
+        return self._rows(self.task_ids[query.task], query.contexts, self._image_ids(images), no_targets, end=False)
 
     def text_logprobs(self, query: TextQuery, token_ids: Tensor, temperature: float = 1.0) -> Tensor:
         """(B, T) log-probs (with grad) of continuations `token_ids` (right-padded with <pad>) of `query`."""
@@ -350,11 +369,12 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         if condition.is_edit:
             sources = self._check_images(condition.sources)
             latents = self.to_latents(sources)  # (B, C, 8, 8)
-            layout = self._rows(self.task_ids["edit"], condition.prompts, True, [[]] * n, end=True)
+            layout = self._rows(self.task_ids["edit"], condition.prompts, self._image_ids(sources, latents), [[]] * n,
+                                end=True)
         else:
             sources = latents = None
             reasoning = [[]] * n if condition.reasoning is None else encode_words(self.tokenizer, condition.reasoning)
-            layout = self._rows(self.task_ids["generate"], condition.prompts, False, reasoning, end=True)
+            layout = self._rows(self.task_ids["generate"], condition.prompts, [[]], reasoning, end=True)
         hidden = self._grounded(layout, self._hidden(layout, sources, latents))  # (B, L, D)
         span = layout.attention_mask & (layout.input_ids != self.patch_id)  # (B, L)
         order = torch.sort((~span).int(), dim=1, stable=True).indices[:, : int(span.sum(1).max())]  # (B, Lc)
@@ -384,7 +404,7 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
     def velocity(self, condition: EncodedCondition, x_t: Tensor, t: Tensor) -> Tensor:
         """(B, C, 8, 8) velocity (noise - data) at latents x_t (B, C, 8, 8) and times t (B,)."""
         source = condition.sources if condition.sources is not None else torch.zeros_like(x_t)
-        num_image = self.config.num_patches
+        num_image = GRID * GRID
         attend = torch.cat([condition.mask.new_ones(x_t.shape[0], num_image), condition.mask], dim=1)  # (B, N + Lc)
         return self.image_head(
             hidden_states=torch.cat([x_t, source], dim=1),  # (B, 2C, 8, 8)

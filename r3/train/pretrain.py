@@ -30,8 +30,8 @@ class PretrainConfig(SftConfig):
     """Tasks trained at every step."""
     rotating_tasks_per_step: int = Field(1, ge=1)
     """How many of the other tasks (in rotation) each step trains besides `every_step`."""
-    lr: float = Field(5e-4, gt=0)
-    """Peak AdamW learning rate of the LM (understanding learns at 5e-4, not at SFT's former 2e-3)."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak AdamW learning rate of the LM."""
     head_lr: float | None = Field(2e-3, gt=0)
     """Peak AdamW learning rate of the image head."""
     weights: TaskWeights = TaskWeights(reason=0.0, reflect=0.0, edit=0.0)
