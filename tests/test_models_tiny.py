@@ -9,6 +9,8 @@ from r3.models.interface import ImageCondition, SamplingConfig, TextQuery, Unifi
 from r3.models.losses import ImageBatch, TextBatch, drop_condition, flow_matching_loss, text_loss
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
+from r3.world.render import render
+from r3.world.scene import Scene, SceneObject, cell_center
 
 WORDS = "a one two red blue green circle circles square squares left right of above below".split()
 WORDS += "stop remove make the how many what color , .".split()
@@ -110,10 +112,14 @@ def test_generation_gradients_reach_the_lm(model: TinyUnifiedModel, images: torc
     flow_matching_loss(model, batch, _gen()).backward()
     lm_grads = [p.grad for p in model.lm.model.parameters()]
     assert all(g is not None for g in lm_grads) and sum(g.abs().sum() for g in lm_grads) > 0
-    edit = ImageBatch(ImageCondition(["make the circle red"] * 2, sources=images), images)
+    square = Scene(objects=(SceneObject("square", "blue", "large", *cell_center(3, 3, 32)),), canvas=32)
+    sources = torch.from_numpy(render(square)).permute(2, 0, 1)[None].float().div(255).expand(2, -1, -1, -1)
+    edit = ImageBatch(ImageCondition(["make the circle red"] * 2, sources=sources), sources)
     model.zero_grad()
     flow_matching_loss(model, edit, _gen()).backward()
-    assert model.patch_embed.weight.grad.abs().sum() > 0  # the edit source is read by the LM
+    embedding_grad = model.lm.get_input_embeddings().weight.grad  # (V, D)
+    blue, square_id = model.tokenizer.convert_tokens_to_ids(["blue", "square"])
+    assert embedding_grad[blue].abs().sum() > 0 and embedding_grad[square_id].abs().sum() > 0  # the LM reads the source
     model.zero_grad()
 
 

@@ -57,7 +57,7 @@ def test_tiny_sft_trains_every_parameter_and_round_trips(synth_dir, tmp_path):
     losses = {k for m, _ in logged for k in m if k.startswith("loss/")}
     assert losses == {f"loss/{t}" for t in SFT_TASKS} | {"loss/total"}
     assert [s for m, s in logged if "heldout/vqa" in m] == [2, 4]
-    assert {p.name for p in result.samples} >= {"generation_final.png", "editing_final.png"}
+    assert {p.name for p in result.samples} >= {"generation_final.png", "rendering_final.png", "editing_final.png"}
 
 
 def test_schedule_covers_every_task_and_lr_warms_up_then_decays():

@@ -42,10 +42,13 @@ from r3.models.interface import (
 from r3.models.sampling import decode_tokens, sample_images, starting_latents, timesteps
 from r3.models.tokenizer import BOS, EOS, IMAGE, NO, PATCH, SEP, SPECIAL_TOKENS, TASK_TOKENS, YES, encode_words
 from r3.world import codec
-from r3.world.layout import layout_text
-from r3.world.scene import GRID, MIN_CANVAS, check_canvas
+from r3.world.scene import GRID, MIN_CANVAS, cell_of, check_canvas
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+OBJECT_POSITION_SCALE = 0.02
+"""Scale of an object token's cell features: the LM's embedding init std, so position and attributes start at
+one scale (unscaled sin-cos would drown the word embeddings)."""
 
 
 class TinyConfig(FlowTrainingConfig):
@@ -57,8 +60,9 @@ class TinyConfig(FlowTrainingConfig):
     canvas: int = Field(32, ge=MIN_CANVAS)
     """Image side in pixels (square RGB images; a ShapeWorld canvas: a multiple of 8, at least 32)."""
     image_input: Literal["objects", "cells", "pixels"] = "objects"
-    """What the LM reads of an image: its codec objects as words ("large red circle at 1 3 ; ..."), its 8 x 8
-    codec cells as 64 embedded tokens, or pixel patches of side `patch`."""
+    """What the LM reads of an image: one token per codec object (the sum of its size, colour and shape word
+    embeddings plus its cell's 2D sin-cos features), the 8 x 8 codec cells as 64 embedded tokens, or pixel
+    patches of side `patch`."""
     patch: int = Field(4, ge=1)
     """Patch side in pixels of the LM's pixel-patch input (`image_input: pixels`)."""
     grounding: Literal["sincos", "learned", "none"] = "sincos"
@@ -96,10 +100,6 @@ class TinyConfig(FlowTrainingConfig):
     def image_side(self) -> int:
         """Side of the LM's grid of image tokens."""
         return GRID if self.image_input == "cells" else self.canvas // self.patch
-
-    @property
-    def num_patches(self) -> int:
-        return self.image_side**2
 
     @property
     def image_features(self) -> int:
@@ -189,7 +189,7 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
                 attn_implementation="sdpa",
             )
         )
-        embedded = config.image_input != "objects"  # objects are read as words: no image embedding
+        embedded = config.image_input != "objects"  # object tokens are sums of word embeddings
         self.patch_embed = nn.Linear(config.image_features, config.lm_dim) if embedded else None
         self.register_buffer(
             "patch_position", grid_sincos(config.lm_dim, config.image_side) if embedded else None, persistent=False
@@ -214,16 +214,29 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     # ----- sequences and the LM -----
 
-    def _image_ids(self, images: Tensor | None, latents: Tensor | None = None) -> list[list[int]]:
-        """Per image, the tokens that stand for it: `<image>` then its objects' words (`image_input: objects`) or
-        `<patch>` slots that `_embed` fills; no tokens without images."""
+    def _image_part(self, images: Tensor | None, latents: Tensor | None = None) -> tuple[list[list[int]], Tensor | None]:
+        """Per image, its tokens (`<image>` then one `<patch>` slot per image token), and the (K, D) embeddings
+        that fill the slots, image after image; `[[]], None` without images. `latents` are the images' codec
+        latents when the caller has them."""
         if images is None:
-            return [[]]
-        if self.config.image_input != "objects":
-            return [[self.image_id] + [self.patch_id] * self.config.num_patches] * len(images)
+            return [[]], None
+        images = self._check_images(images)
+        if self.config.image_input == "pixels":
+            embeds = self.patch_embed(patchify(images * 2 - 1, self.config.patch)) + self.patch_position  # (B, N, D)
+            return [[self.image_id] + [self.patch_id] * embeds.shape[1]] * len(images), embeds.flatten(0, 1)
         latents = self.to_latents(images) if latents is None else latents  # (B, C, 8, 8)
+        if self.config.image_input == "cells":
+            cells = latents.flatten(2).transpose(1, 2)  # (B, 64, C), row-major
+            embeds = self.patch_embed(cells) + self.patch_position  # (B, 64, D)
+            return [[self.image_id] + [self.patch_id] * embeds.shape[1]] * len(images), embeds.flatten(0, 1)
         scenes = [codec.latent_scene(latent, self.config.canvas) for latent in latents.cpu().numpy()]
-        return [[self.image_id, *ids] for ids in encode_words(self.tokenizer, [layout_text(s) for s in scenes])]
+        objects = [o for scene in scenes for o in scene.objects]
+        words = torch.tensor([self.tokenizer.convert_tokens_to_ids([o.size, o.color, o.shape]) for o in objects],
+                             dtype=torch.long, device=self.device).reshape(-1, 3)  # (K, 3)
+        cells = torch.tensor([row * GRID + col for o in objects for col, row in [cell_of(o.x, o.y, self.config.canvas)]],
+                             dtype=torch.long, device=self.device)  # (K,)
+        embeds = self.lm.get_input_embeddings()(words).sum(1) + OBJECT_POSITION_SCALE * self.cell_sincos[cells]  # (K, D)
+        return [[self.image_id] + [self.patch_id] * len(scene.objects) for scene in scenes], embeds
 
     def _rows(
         self, task_id: int, contexts: Sequence[str], images: list[list[int]], targets: Sequence[list[int]], end: bool
@@ -247,25 +260,17 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
             raise ValueError(f"images must have shape (B, 3, {size}, {size}), got {tuple(images.shape)}")
         return images.to(self.device, torch.float32)
 
-    def _image_tokens(self, images: Tensor, latents: Tensor | None = None) -> Tensor:
-        """(B, N, F) what the LM reads of images (B, 3, H, W): codec cells (given `latents` are reused) or patches."""
-        if self.config.image_input == "pixels":
-            return patchify(self._check_images(images) * 2 - 1, self.config.patch)  # (B, N, 3 p p)
-        latents = self.to_latents(images) if latents is None else latents  # (B, C, 8, 8)
-        return latents.flatten(2).transpose(1, 2)  # (B, 64, C), row-major cells
-
-    def _embed(self, layout: Layout, images: Tensor | None, latents: Tensor | None = None) -> Tensor:
+    def _embed(self, layout: Layout, image_embeds: Tensor | None) -> Tensor:
+        """(B, L, D) token embeddings, the `<patch>` slots filled with `image_embeds` (K, D) in order."""
         embeds = self.lm.get_input_embeddings()(layout.input_ids)  # (B, L, D)
-        if images is None or self.config.image_input == "objects":
+        if image_embeds is None:
             return embeds
-        patch_embeds = self.patch_embed(self._image_tokens(images, latents)) + self.patch_position  # (B, N, D)
-        is_patch = (layout.input_ids == self.patch_id)[..., None]  # (B, L, 1)
-        return embeds.masked_scatter(is_patch, patch_embeds)
+        return embeds.masked_scatter((layout.input_ids == self.patch_id)[..., None], image_embeds)
 
-    def _hidden(self, layout: Layout, images: Tensor | None, latents: Tensor | None = None) -> Tensor:
+    def _hidden(self, layout: Layout, image_embeds: Tensor | None) -> Tensor:
         """(B, L, D) last hidden states of the LM."""
         positions = (layout.attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, L)
-        embeds = self._embed(layout, images, latents)  # (B, L, D)
+        embeds = self._embed(layout, image_embeds)  # (B, L, D)
         out = self.lm.model(inputs_embeds=embeds, attention_mask=layout.attention_mask.long(), position_ids=positions)
         return out.last_hidden_state
 
@@ -275,18 +280,19 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     # ----- text -----
 
-    def _query_layout(self, query: TextQuery) -> Layout:
+    def _query_inputs(self, query: TextQuery) -> tuple[Layout, Tensor | None]:
+        """The query's rows up to `<sep>`, and the embeddings of its image tokens."""
+        image_ids, image_embeds = self._image_part(query.images)
         no_targets = [[]] * len(query.contexts)
-        images = None if query.images is None else self._check_images(query.images)
-        return self._rows(self.task_ids[query.task], query.contexts, self._image_ids(images), no_targets, end=False)
+        return self._rows(self.task_ids[query.task], query.contexts, image_ids, no_targets, end=False), image_embeds
 
     def text_logprobs(self, query: TextQuery, token_ids: Tensor, temperature: float = 1.0) -> Tensor:
         """(B, T) log-probs (with grad) of continuations `token_ids` (right-padded with <pad>) of `query`."""
-        prompt = self._query_layout(query)
+        prompt, image_embeds = self._query_inputs(query)
         token_ids = token_ids.to(self.device)
         mask = token_ids != self.pad_id  # (B, T)
         layout = Layout(torch.cat([prompt.input_ids, token_ids], 1), torch.cat([prompt.attention_mask, mask], 1))
-        hidden = self._hidden(layout, query.images)  # (B, Lp + T, D)
+        hidden = self._hidden(layout, image_embeds)  # (B, Lp + T, D)
         start = prompt.input_ids.shape[1] - 1
         logits = self._logits(hidden[:, start : start + token_ids.shape[1]]) / temperature  # (B, T, V)
         safe_ids = torch.where(mask, token_ids, self.eos_id)  # (B, T)
@@ -303,12 +309,12 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         self, query: TextQuery, sampling: SamplingConfig, generator: torch.Generator | None = None
     ) -> TextSample:
         """Sample a continuation of each query with temperature / top-p (greedy at temperature 0), KV-cached."""
-        layout = self._query_layout(query)
+        layout, image_embeds = self._query_inputs(query)
         mask = layout.attention_mask.long()  # (B, L)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L)
         cache = DynamicCache(config=self.lm.config)
         out = self.lm.model(
-            inputs_embeds=self._embed(layout, query.images), attention_mask=mask, position_ids=positions,
+            inputs_embeds=self._embed(layout, image_embeds), attention_mask=mask, position_ids=positions,
             past_key_values=cache, use_cache=True,
         )
         next_position = positions[:, -1:] + 1  # (B, 1)
@@ -348,8 +354,8 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     @torch.no_grad()
     def judge(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
-        layout = self._query_layout(TextQuery("judge", list(prompts), images))
-        logits = self._logits(self._hidden(layout, images)[:, -1])  # (B, V)
+        layout, image_embeds = self._query_inputs(TextQuery("judge", list(prompts), images))
+        logits = self._logits(self._hidden(layout, image_embeds)[:, -1])  # (B, V)
         return torch.softmax(logits[:, [self.yes_id, self.no_id]], dim=-1)[:, 0]
 
     @torch.no_grad()
@@ -369,13 +375,13 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         if condition.is_edit:
             sources = self._check_images(condition.sources)
             latents = self.to_latents(sources)  # (B, C, 8, 8)
-            layout = self._rows(self.task_ids["edit"], condition.prompts, self._image_ids(sources, latents), [[]] * n,
-                                end=True)
+            image_ids, image_embeds = self._image_part(sources, latents)
+            layout = self._rows(self.task_ids["edit"], condition.prompts, image_ids, [[]] * n, end=True)
         else:
-            sources = latents = None
+            latents = image_embeds = None
             reasoning = [[]] * n if condition.reasoning is None else encode_words(self.tokenizer, condition.reasoning)
             layout = self._rows(self.task_ids["generate"], condition.prompts, [[]], reasoning, end=True)
-        hidden = self._grounded(layout, self._hidden(layout, sources, latents))  # (B, L, D)
+        hidden = self._grounded(layout, self._hidden(layout, image_embeds))  # (B, L, D)
         span = layout.attention_mask & (layout.input_ids != self.patch_id)  # (B, L)
         order = torch.sort((~span).int(), dim=1, stable=True).indices[:, : int(span.sum(1).max())]  # (B, Lc)
         states = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Lc, D)

@@ -49,21 +49,28 @@ def skill_headline(metrics: dict) -> dict[str, float]:
 @torch.no_grad()
 def sample_grids(model: TrainableUnifiedModel, data: SynthSplit, sampling: SamplingConfig, canvas: int, seed: int,
                  out_dir: Path, tag: str, n: int = 8) -> list[Path]:
-    """Generation (prompt -> reasoning -> image) and editing (source -> edited) sample grids."""
+    """Generation (prompt -> reasoning -> image), rendering (target beside the image generated from its true
+    layout) and editing (source -> edited) sample grids."""
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     index = np.linspace(0, len(data.enrichment) - 1, n).astype(int)
     prompts = data.enrichment.texts("prompt", index)
     reasoning = model.reason(prompts, heldout.GREEDY).texts
     generated = model.generate(prompts, reasoning, sampling, noise=heldout.noise_for(index, canvas, seed))
+    layouts = data.enrichment.texts("reasoning", index)
+    rendered = model.generate(prompts, layouts, sampling, noise=heldout.noise_for(index, canvas, seed))
     edit_index = np.linspace(0, len(data.editing) - 1, n // 2).astype(int)
     sources = data.editing.pixels("source_image", edit_index)
     instructions = data.editing.texts("instruction", edit_index)
     edited = model.edit(sources, instructions, sampling, noise=heldout.noise_for(edit_index, canvas, seed))
     model.train()
     gen_path, edit_path = out_dir / f"generation_{tag}.png", out_dir / f"editing_{tag}.png"
+    render_path = out_dir / f"rendering_{tag}.png"
     image_grid(list(heldout.to_uint8(generated.images)), prompts).save(gen_path)
+    targets = heldout.to_uint8(data.enrichment.pixels("image", index))
+    pairs = [img for pair in zip(targets, heldout.to_uint8(rendered.images), strict=True) for img in pair]
+    image_grid(pairs, [c for layout in layouts for c in (f"target: {layout}", "generated")]).save(render_path)
     pairs = [img for pair in zip(heldout.to_uint8(sources), heldout.to_uint8(edited.images), strict=True) for img in pair]
     captions = [c for i in instructions for c in (f"source: {i}", "edited")]
     image_grid(pairs, captions).save(edit_path)
-    return [gen_path, edit_path]
+    return [gen_path, render_path, edit_path]
