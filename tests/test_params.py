@@ -90,10 +90,7 @@ SECTIONS = {**all_sections(), "schedule": ScheduleConfig}
 """Every params.yaml section and its config."""
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="sft is being retuned: align SftConfig's "
-                                                "defaults with params.yaml, then drop this mark"))
-    if name == "sft" else name for name in SECTIONS])
+@pytest.mark.parametrize("name", SECTIONS)
 def test_params_yaml_holds_exactly_the_config_defaults(name):
     """One source of defaults: each params.yaml section, validated, equals its config's defaults."""
     params = read_params(PROJECT_PARAMS)

@@ -28,10 +28,6 @@ class PretrainConfig(SftConfig):
     """Optimisation steps."""
     every_step: tuple[Literal["generate", "answer", "judge", "caption"], ...] = ("generate", "answer")
     """Tasks trained at every step."""
-    rotating_tasks_per_step: int = Field(1, ge=1)
-    """How many of the other tasks (in rotation) each step trains besides `every_step`."""
-    lr: float = Field(1e-3, gt=0)
-    """Peak AdamW learning rate of the LM."""
     head_lr: float | None = Field(2e-3, gt=0)
     """Peak AdamW learning rate of the image head."""
     weights: TaskWeights = TaskWeights(reason=0.0, reflect=0.0, edit=0.0)

@@ -60,21 +60,21 @@ class TaskWeights(Config):
 class SftConfig(Config):
     """The `sft` section of params.yaml."""
 
-    steps: int = Field(1500, ge=1)
+    steps: int = Field(1000, ge=1)
     """Optimisation steps."""
     batch_size: int = Field(32, ge=1)
     """Examples per task in a step."""
-    every_step: tuple[SftTask, ...] = ("generate", "reason")
+    every_step: tuple[SftTask, ...] = ("generate", "reason", "reflect", "edit")
     """Tasks trained at every step. Reasoning (text only, ~1/10 of a generation batch) is here because its
     layout validity keeps rising with updates (docs/experiments.md)."""
-    rotating_tasks_per_step: int = Field(2, ge=1)
+    rotating_tasks_per_step: int = Field(1, ge=1)
     """How many of the other tasks (in rotation) each step trains besides `every_step`."""
     init: Literal["base", "scratch"] = "base"
     """A tiny model starts from the shipped pretrained base model (models/base, whose config must equal `model`)
     or from random weights; an hf-composite model always starts from its pretrained parts."""
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(1e-3, gt=0)
     """Peak AdamW learning rate of every parameter outside the image head (the LM: understanding and text)."""
-    head_lr: float | None = Field(None, gt=0)
+    head_lr: float | None = Field(1e-3, gt=0)
     """Peak AdamW learning rate of the image head (modules named `image_head`); None = `lr`."""
     warmup_steps: int = Field(50, ge=0)
     """Linear warm-up steps."""
