@@ -6,6 +6,7 @@ with artifacts under ./mlartifacts.
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import time
@@ -24,6 +25,10 @@ from pydantic import BaseModel
 
 from tasks._env import PROJECT_ROOT
 from tasks.runs import end_killed_runs, recorded
+
+# MLflow announces creating and migrating its sqlite store at INFO on stderr on a stage's first run; a stage's
+# stderr is for its progress and its one-line errors.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 ARTIFACT_ROOT = PROJECT_ROOT / "mlartifacts"

@@ -61,7 +61,7 @@ def test_tiny_sft_trains_every_parameter_and_round_trips(synth_dir, tmp_path):
 
 
 def test_schedule_covers_every_task_and_lr_warms_up_then_decays():
-    cfg = SftConfig(steps=100, warmup_steps=10, rotating_tasks_per_step=2)
+    cfg = SftConfig(steps=100, warmup_steps=10, every_step=("generate", "reason"), rotating_tasks_per_step=2)
     seen = {t for step in range(3) for t in tasks_for_step(step, cfg)}
     assert seen == set(SFT_TASKS)
     assert all(tasks_for_step(step, cfg)[:2] == ["generate", "reason"] for step in range(5))
