@@ -250,7 +250,8 @@ def test_fsdp_rl_shards_the_policy_ends_where_ddp_ends_and_resumes(launched: Pat
     ddp, fsdp = replicas(launched, "rl"), replicas(launched_fsdp, "rl")
     assert_sharded(fsdp)
     for rank in range(2):  # each process sampled (from its whole copy of the policy) what it sampled under DDP
-        assert fsdp[rank]["losses"] == pytest.approx(ddp[rank]["losses"], rel=1e-5)
+        # a loss near 1e-7 (a KL term) differs by float rounding (~1e-11) across the two wrappings
+        assert fsdp[rank]["losses"] == pytest.approx(ddp[rank]["losses"], rel=1e-5, abs=1e-10)
     assert_same_weights(fsdp[0]["weights"], ddp[0]["weights"], atol=ATOL)
     straight, resumed = launched_fsdp / "rl-rank0", launched_fsdp / "rl-resumed"
     assert_same_weights(load_file(straight / "checkpoint" / "model.safetensors"), fsdp[0]["weights"])
