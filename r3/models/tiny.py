@@ -118,6 +118,18 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class ImageTokens:
+    """How the LM reads a batch of images."""
+
+    ids: list[list[int]]
+    """Per image, `<image>` then one `<patch>` slot per image token (`[[]]` without images)."""
+    embeds: Tensor | None
+    """(K, D) embeddings filling the slots, image after image."""
+    cells: Tensor | None = None
+    """(K,) cell (row * 8 + col) of each object token; None for embedded cells or patches."""
+
+
+@dataclass(frozen=True)
 class EncodedCondition:
     """LM hidden states an image is generated from."""
 
@@ -214,21 +226,21 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     # ----- sequences and the LM -----
 
-    def _image_part(self, images: Tensor | None, latents: Tensor | None = None) -> tuple[list[list[int]], Tensor | None]:
-        """Per image, its tokens (`<image>` then one `<patch>` slot per image token), and the (K, D) embeddings
-        that fill the slots, image after image; `[[]], None` without images. `latents` are the images' codec
-        latents when the caller has them."""
+    def _image_part(self, images: Tensor | None, latents: Tensor | None = None) -> ImageTokens:
+        """Per image, its tokens (`<image>` then one `<patch>` slot per image token), the (K, D) embeddings that
+        fill the slots and, for object tokens, their (K,) cells, image after image. `latents` are the images'
+        codec latents when the caller has them."""
         if images is None:
-            return [[]], None
+            return ImageTokens([[]], None, None)
         images = self._check_images(images)
         if self.config.image_input == "pixels":
             embeds = self.patch_embed(patchify(images * 2 - 1, self.config.patch)) + self.patch_position  # (B, N, D)
-            return [[self.image_id] + [self.patch_id] * embeds.shape[1]] * len(images), embeds.flatten(0, 1)
+            return ImageTokens([[self.image_id] + [self.patch_id] * embeds.shape[1]] * len(images), embeds.flatten(0, 1))
         latents = self.to_latents(images) if latents is None else latents  # (B, C, 8, 8)
         if self.config.image_input == "cells":
             cells = latents.flatten(2).transpose(1, 2)  # (B, 64, C), row-major
             embeds = self.patch_embed(cells) + self.patch_position  # (B, 64, D)
-            return [[self.image_id] + [self.patch_id] * embeds.shape[1]] * len(images), embeds.flatten(0, 1)
+            return ImageTokens([[self.image_id] + [self.patch_id] * embeds.shape[1]] * len(images), embeds.flatten(0, 1))
         scenes = [codec.latent_scene(latent, self.config.canvas) for latent in latents.cpu().numpy()]
         objects = [o for scene in scenes for o in scene.objects]
         words = torch.tensor([self.tokenizer.convert_tokens_to_ids([o.size, o.color, o.shape]) for o in objects],
@@ -236,7 +248,8 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         cells = torch.tensor([row * GRID + col for o in objects for col, row in [cell_of(o.x, o.y, self.config.canvas)]],
                              dtype=torch.long, device=self.device)  # (K,)
         embeds = self.lm.get_input_embeddings()(words).sum(1) + OBJECT_POSITION_SCALE * self.cell_sincos[cells]  # (K, D)
-        return [[self.image_id] + [self.patch_id] * len(scene.objects) for scene in scenes], embeds
+        ids = [[self.image_id] + [self.patch_id] * len(scene.objects) for scene in scenes]
+        return ImageTokens(ids, embeds, cells)
 
     def _rows(
         self, task_id: int, contexts: Sequence[str], images: list[list[int]], targets: Sequence[list[int]], end: bool
@@ -282,9 +295,9 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
 
     def _query_inputs(self, query: TextQuery) -> tuple[Layout, Tensor | None]:
         """The query's rows up to `<sep>`, and the embeddings of its image tokens."""
-        image_ids, image_embeds = self._image_part(query.images)
+        image = self._image_part(query.images)
         no_targets = [[]] * len(query.contexts)
-        return self._rows(self.task_ids[query.task], query.contexts, image_ids, no_targets, end=False), image_embeds
+        return self._rows(self.task_ids[query.task], query.contexts, image.ids, no_targets, end=False), image.embeds
 
     def text_logprobs(self, query: TextQuery, token_ids: Tensor, temperature: float = 1.0) -> Tensor:
         """(B, T) log-probs (with grad) of continuations `token_ids` (right-padded with <pad>) of `query`."""
@@ -375,25 +388,30 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         if condition.is_edit:
             sources = self._check_images(condition.sources)
             latents = self.to_latents(sources)  # (B, C, 8, 8)
-            image_ids, image_embeds = self._image_part(sources, latents)
-            layout = self._rows(self.task_ids["edit"], condition.prompts, image_ids, [[]] * n, end=True)
+            image = self._image_part(sources, latents)
+            layout = self._rows(self.task_ids["edit"], condition.prompts, image.ids, [[]] * n, end=True)
         else:
-            latents = image_embeds = None
+            latents, image = None, self._image_part(None)
             reasoning = [[]] * n if condition.reasoning is None else encode_words(self.tokenizer, condition.reasoning)
             layout = self._rows(self.task_ids["generate"], condition.prompts, [[]], reasoning, end=True)
-        hidden = self._grounded(layout, self._hidden(layout, image_embeds))  # (B, L, D)
-        span = layout.attention_mask & (layout.input_ids != self.patch_id)  # (B, L)
+        hidden = self._grounded(layout, self._hidden(layout, image.embeds), image.cells)  # (B, L, D)
+        span = layout.attention_mask  # (B, L)
+        if image.cells is None:  # embedded cells or patches stay out of the condition (the head has the latent)
+            span = span & (layout.input_ids != self.patch_id)
         order = torch.sort((~span).int(), dim=1, stable=True).indices[:, : int(span.sum(1).max())]  # (B, Lc)
         states = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Lc, D)
         mask = span.gather(1, order)  # (B, Lc)
         pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, D)
         return EncodedCondition(states, mask, pooled, latents)
 
-    def _grounded(self, layout: Layout, hidden: Tensor) -> Tensor:
-        """(B, L, D) hidden states plus the cell features of every clause that names a cell."""
+    def _grounded(self, layout: Layout, hidden: Tensor, slot_cells: Tensor | None = None) -> Tensor:
+        """(B, L, D) hidden states plus the cell features of every clause that names a cell and, given
+        `slot_cells` (K,), of every object token (the head reads which object stands where)."""
         if self.config.grounding == "none":
             return hidden
         index = grounding_index([[self.id_tokens[i] for i in row] for row in layout.input_ids.tolist()])  # (B, L)
+        if slot_cells is not None:
+            index[layout.input_ids.cpu() == self.patch_id] = slot_cells.cpu()
         features = self.cell_sincos if self.cell_features is None else self.cell_features  # (64, D)
         return add_grounding(hidden, index.to(self.device), features)
 

@@ -60,7 +60,7 @@ class TaskWeights(Config):
 class SftConfig(Config):
     """The `sft` section of params.yaml."""
 
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1200, ge=1)
     """Optimisation steps."""
     batch_size: int = Field(32, ge=1)
     """Examples per task in a step."""
@@ -92,7 +92,7 @@ class SftConfig(Config):
     """The model: `tiny` (trained from scratch) or `hf-composite` (pretrained parts, r3.models.registry)."""
     sampling: SamplingConfig = SamplingConfig()
     """Image sampling used for the held-out generation and editing metrics (ODE)."""
-    eval_every: int = Field(500, ge=1)
+    eval_every: int = Field(600, ge=1)
     """Steps between quick held-out evaluations (logged as curves)."""
     quick_eval_rows: int = Field(128, ge=1)
     """Rows per metric in the quick evaluations (the final one uses every held-out row)."""
