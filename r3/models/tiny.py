@@ -234,12 +234,12 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
             return ImageTokens([[]], None, None)
         images = self._check_images(images)
         if self.config.image_input == "pixels":
-            embeds = self.patch_embed(patchify(images * 2 - 1, self.config.patch)) + self.patch_position  # (B, N, D)
-            return ImageTokens([[self.image_id] + [self.patch_id] * embeds.shape[1]] * len(images), embeds.flatten(0, 1))
-        latents = self.to_latents(images) if latents is None else latents  # (B, C, 8, 8)
-        if self.config.image_input == "cells":
-            cells = latents.flatten(2).transpose(1, 2)  # (B, 64, C), row-major
-            embeds = self.patch_embed(cells) + self.patch_position  # (B, 64, D)
+            features = patchify(images * 2 - 1, self.config.patch)  # (B, N, 3 p p)
+        else:
+            latents = self.to_latents(images) if latents is None else latents  # (B, C, 8, 8)
+            features = latents.flatten(2).transpose(1, 2)  # (B, 64, C), row-major cells
+        if self.config.image_input != "objects":
+            embeds = self.patch_embed(features) + self.patch_position  # (B, N, D)
             return ImageTokens([[self.image_id] + [self.patch_id] * embeds.shape[1]] * len(images), embeds.flatten(0, 1))
         scenes = [codec.latent_scene(latent, self.config.canvas) for latent in latents.cpu().numpy()]
         objects = [o for scene in scenes for o in scene.objects]
