@@ -25,10 +25,11 @@ def wait_until_recorded_running(task_run_id: str, timeout: float) -> None:
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             try:
-                if client.read_task_run(task_run_id).state.type == StateType.RUNNING:
-                    return
+                state = client.read_task_run(task_run_id).state  # None until the first state event lands
             except ObjectNotFound:
-                pass
+                state = None
+            if state is not None and state.type == StateType.RUNNING:
+                return
             time.sleep(0.1)
     raise TimeoutError(f"the Prefect API did not record task run {task_run_id} as running in {timeout} s")
 
