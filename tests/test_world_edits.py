@@ -6,8 +6,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from r3.world import codec
 from r3.world.edits import ERROR_KINDS, STOP_ANSWER, apply_edit, corrupt, describe, resolve, violate
-from r3.world.layout import layout_satisfies, layout_text, parse_layout
+from r3.world.layout import drawable, layout_satisfies, layout_text, parse_layout
 from r3.world.prompts import SUITES, exact_count_excludes, sample_example, vocabulary
 from r3.world.questions import ITA_NO, ITA_YES, VQA_CATEGORIES, ita_question, sample_vqa
 from r3.world.scene import COLORS, PLURALS, SIZES, Scene, SceneObject, cell_center
@@ -167,6 +168,19 @@ def test_layout_text_and_parse_errors():
     assert not layout_satisfies("large red circle at 5 3 ; small blue square at 1 3", record, 32)
     assert not layout_satisfies("large red circle at 1 3", record, 32)
     assert not layout_satisfies("a red circle", record, 32)
+
+
+def test_layouts_that_break_the_spacing_rule_do_not_satisfy_and_lose_objects_when_drawn():
+    two_circles = exact_record("two circles", {"class": "circle", "count": 2})
+    apart = "small cyan circle at 2 3 ; small blue circle at 5 3"
+    touching = "small cyan circle at 4 3 ; small blue circle at 5 2"  # diagonal neighbours: boxes overlap
+    for text in (apart, touching):
+        assert check(parse_layout(text, 32).objects, two_circles).strict == 1  # both count two circles
+    assert layout_satisfies(apart, two_circles, 32) and drawable(parse_layout(apart, 32))
+    assert not layout_satisfies(touching, two_circles, 32) and not drawable(parse_layout(touching, 32))
+    assert not drawable(parse_layout("large red circle at 0 3", 32))  # half of it off the canvas
+    drawn = codec.latent_scene(codec.objects_latent(parse_layout(touching, 32).objects, 32), 32)
+    assert len(drawn.objects) == 1
 
 
 # ---------------------------------------------------------------- questions

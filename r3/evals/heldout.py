@@ -93,6 +93,9 @@ def ita_accuracy(model: UnifiedModel, ita: Table, batch_size: int = 64, limit: i
 @torch.no_grad()
 def reasoning_validity(model: UnifiedModel, enrichment: Table, canvas: int, batch_size: int = 64,
                        limit: int | None = None) -> dict:
+    """Share of greedy layouts that satisfy their prompt and obey the world's spacing rule (r3.world.layout
+    .layout_satisfies): the layouts the exact codec draws as written."""
+
     def score(index: np.ndarray) -> list[float]:
         texts = model.reason(enrichment.texts("prompt", index), GREEDY).texts
         return [float(layout_satisfies(z, r, canvas)) for z, r in zip(texts, enrichment.records(index), strict=True)]

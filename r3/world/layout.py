@@ -5,7 +5,7 @@
 
 from typing import Any
 
-from r3.world.scene import COLORS, GRID, SHAPES, SIZES, Scene, SceneObject, cell_center, cell_of, check_canvas
+from r3.world.scene import COLORS, GRID, SHAPES, SIZES, Scene, SceneObject, cell_center, cell_of, check_canvas, fits
 from r3.world.verifier import check, relation_margin
 
 LAYOUT_WORDS = ("at", ";", *(str(i) for i in range(GRID)))
@@ -43,7 +43,14 @@ def parse_layout(text: str, canvas: int) -> Scene | None:
     return Scene(objects=tuple(objects), canvas=canvas)
 
 
+def drawable(scene: Scene) -> bool:
+    """Every object lies inside the canvas and apart from the others: the world's spacing rule, which synth scenes
+    obey and the latent codec enforces, so a layout that breaks it loses objects when drawn."""
+    return all(fits(obj, scene.objects[:i], scene.canvas) for i, obj in enumerate(scene.objects))
+
+
 def layout_satisfies(text: str, record: dict[str, Any], canvas: int) -> bool:
-    """The text parses and its objects satisfy the record (strict check)."""
+    """The text parses to a drawable scene whose objects satisfy the record (strict check)."""
     scene = parse_layout(text, canvas)
-    return scene is not None and check(scene.objects, record, margin=relation_margin(canvas)).strict == 1
+    return (scene is not None and drawable(scene)
+            and check(scene.objects, record, margin=relation_margin(canvas)).strict == 1)
