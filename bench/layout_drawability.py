@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from r3.train.data import SynthSplit
 from r3.evals.heldout import to_uint8
 from r3.models.interface import SamplingConfig
 from r3.models.registry import load_checkpoint
+from r3.train.data import SynthSplit
 from r3.world.layout import drawable, parse_layout
 from r3.world.verifier import check, relation_margin, verify
 
@@ -37,13 +37,11 @@ def main() -> None:
     model = load_checkpoint(args.checkpoint).eval()
     canvas = model.config.canvas
     table = SynthSplit.load(args.synth / "heldout").enrichment
-    tags = table.frame["tag"].to_list()
-    suites = table.frame["suite"].to_list()
+    tags, in_suite = table.frame["tag"].to_numpy(), table.frame["suite"].to_numpy() == "geneval_pp"
     generator = torch.Generator().manual_seed(args.seed)
     result = {}
-    for tag in sorted({t for t, s in zip(tags, suites, strict=True) if s == "geneval_pp"}):
-        index = np.array([i for i, (t, s) in enumerate(zip(tags, suites, strict=True))
-                          if (s, t) == ("geneval_pp", tag)][: args.rows])
+    for tag in sorted(set(tags[in_suite])):
+        index = np.flatnonzero(in_suite & (tags == tag))[: args.rows]
         records = [r for r in table.records(index) for _ in range(args.samples)]
         prompts = [str(r["prompt"]) for r in records]
         with torch.no_grad():

@@ -1,4 +1,3 @@
-import re
 """ShapeWorld scenes, prompts and rendering: grammar, valid scenes for every tag, determinism."""
 
 import re
