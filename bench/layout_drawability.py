@@ -21,7 +21,7 @@ from r3.models.interface import SamplingConfig
 from r3.models.registry import load_checkpoint
 from r3.train.data import SynthSplit
 from r3.world.layout import drawable, parse_layout
-from r3.world.verifier import check, relation_margin, verify
+from r3.world.verifier import check, verify
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
         satisfies = drawn = exact = 0
         for layout, record, image in zip(layouts, records, images, strict=True):
             scene = parse_layout(layout, canvas)
-            if scene is None or check(scene.objects, record, margin=relation_margin(canvas)).strict != 1:
+            if scene is None or check(scene.objects, record, canvas=canvas).strict != 1:
                 continue
             satisfies += 1
             if drawable(scene):

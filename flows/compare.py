@@ -4,9 +4,11 @@
 `mlflow` reads the runs of one stage from the tracking server. Writes comparison.md and
 comparison.csv and prints the Markdown table.
 
-`--seeds`: the seed view of a sweep (`dvc exp run --queue -S base.seed=0,1,2 ...`) from `dvc exp show --json`
-(or a saved copy, `--dvc-json`): runs grouped by config (every param but base.seed), mean +- sd over seeds, a
-per-seed table, and the training-reward rise of each MLflow rl run; writes seeds.md and seeds.json to --seeds-out.
+`--seeds`: the seed view of a sweep from `dvc exp show --json` (or a saved copy, `--dvc-json`): RL seeds sharing one
+SFT checkpoint (`dvc exp run --queue -S rl.seed=0,1,2 ...`, which reruns rl and evaluate only) and SFT seeds as
+whole pipelines (`-S base.seed=1`). Runs are grouped by config (every param but base.seed and rl.seed) and SFT
+seed: mean +- sd over RL seeds, a per-seed table, RL's gains, and the training-reward rise of each MLflow rl run;
+writes seeds.md and seeds.json to --seeds-out.
 """
 
 import argparse
@@ -21,8 +23,8 @@ import yaml
 
 from r3 import paths
 from r3.evals.compare import compare_table, flatten, rows_from_dvc, rows_from_mlflow
-from r3.evals.seeds import (LABELS, SEED, RewardTrend, config_label, experiments_first, overrides, parse_label,
-                            reward_trend, seed_runs, seeds_markdown)
+from r3.evals.seeds import (LABELS, SEED, RewardTrend, experiments_first, parse_label, reward_trend, run_identity,
+                            seed_runs, seeds_markdown)
 
 
 def dvc_entries() -> list[dict]:
@@ -52,8 +54,8 @@ def mlflow_rows(experiment: str, stage: str) -> list[dict]:
 
 
 def mlflow_trends(experiment: str, defaults: dict, labels: dict[str, str], key: str, window: int) -> list[RewardTrend]:
-    """The training-reward trend of the newest rl run of each (config, seed); the config from the run's params that
-    params.yaml names (MLflow also logs every other config field)."""
+    """The training-reward trend of the newest rl run of each (config, SFT seed, RL seed); the config from the run's
+    params that params.yaml names (MLflow also logs every other config field)."""
     import mlflow
 
     client, trends, seen = mlflow.MlflowClient(), [], set()
@@ -61,8 +63,8 @@ def mlflow_trends(experiment: str, defaults: dict, labels: dict[str, str], key: 
         params = {k: v for k, v in run.data.params.items() if k in defaults}
         if SEED not in params:
             continue
-        config, seed = config_label(overrides(params, defaults), labels), int(params[SEED])
-        if (config, seed) in seen:
+        identity = run_identity(params, defaults, labels)
+        if identity in seen:
             continue
         steps: dict[int, dict] = {}
         for name in (key, "reward/reason_mean"):
@@ -70,8 +72,8 @@ def mlflow_trends(experiment: str, defaults: dict, labels: dict[str, str], key: 
                 steps.setdefault(metric.step, {"step": metric.step})[name] = metric.value
         trend = reward_trend(list(steps.values()), key, window)
         if trend is not None:
-            seen.add((config, seed))
-            trends.append(RewardTrend(config, seed, *trend))
+            seen.add(identity)
+            trends.append(RewardTrend(*identity, *trend))
     return trends
 
 
@@ -79,8 +81,7 @@ def seed_view(args: argparse.Namespace) -> int:
     entries = json.loads(args.dvc_json.read_text()) if args.dvc_json else dvc_entries()
     defaults = flatten(yaml.safe_load(args.defaults.read_text()))
     labels = {**LABELS, **dict(parse_label(label) for label in args.label)}
-    runs, repeats = seed_runs(rows_from_dvc(experiments_first(entries), metrics_file=str(paths.EVALUATE_METRICS)),
-                              defaults, labels)
+    runs, repeats = seed_runs(rows_from_dvc(experiments_first(entries)), defaults, labels)
     if not runs:
         print("error: no experiment with base.seed and an evaluate headline in `dvc exp show`", file=sys.stderr)
         return 2
@@ -101,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stage", default="rl", help="MLflow stage tag to compare (with --source mlflow)")
     parser.add_argument("--metrics", nargs="*", help="metric columns to show (default: all)")
     parser.add_argument("--out", type=Path, default=paths.DATA / "compare")
-    parser.add_argument("--seeds", action="store_true", help="seed view of a base.seed sweep (see the module doc)")
+    parser.add_argument("--seeds", action="store_true",
+                        help="seed view: RL seed sweeps (dvc exp run --queue -S rl.seed=0,1,2 ...) and SFT seeds "
+                             "(-S base.seed=1) grouped by config (see the module doc)")
     parser.add_argument("--seeds-out", type=Path, default=Path("reports"), help="where --seeds writes seeds.{md,json}")
     parser.add_argument("--dvc-json", type=Path, help="with --seeds: a saved `dvc exp show --json` to read instead")
     parser.add_argument("--defaults", type=Path, default=Path("params.yaml"),

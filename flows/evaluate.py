@@ -14,7 +14,7 @@ from r3.models.registry import check_checkpoint
 from tasks.cache import materialize, run_cached, stage_key
 from tasks.evaluate import evaluate_task
 from tasks.resources import long_task
-from tasks.tracking import log_artifacts, log_json_metrics, stage_run
+from tasks.tracking import log_artifacts, log_json_metrics, metric_logger, stage_run
 
 SECTIONS = {"base": BaseConfig, "evaluate": EvaluateConfig, "runner": RunnerConfig}
 CHECKPOINTS = {"base": None, "sft": paths.SFT_CHECKPOINT, "rl": paths.RL_CHECKPOINT}
@@ -29,7 +29,7 @@ def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConf
         inputs.append(Path(evaluate.prompts))
     key = stage_key("evaluate", [base, evaluate], inputs)
     checkpoints = {name: None if p is None else str(p) for name, p in CHECKPOINTS.items()}
-    with stage_run("evaluate", base.experiment, {"base": base, "evaluate": evaluate}):
+    with stage_run("evaluate", base.experiment, {"base": base, "evaluate": evaluate}) as run:
         # the shards hold the models (and the `gpu` tag); this task only waits for them
         result = run_cached(long_task(evaluate_task, base, holds_model=False), key, base=base, cfg=evaluate,
                             checkpoints=checkpoints, synth_dir=str(paths.SYNTH), runner=runner)
@@ -38,6 +38,10 @@ def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConf
                      paths.EVALUATE_SCALING.parent: plots, paths.EVALUATE_FIGURES: figures})
         log_json_metrics(result["headline"])
         log_json_metrics(result["seconds"], prefix="seconds")
+        log = metric_logger(run.info.run_id)
+        for name, curve in result["compute"].items():  # R3 vs best-of-N: one point per image budget N (the step)
+            for row in curve:
+                log({f"{name}/compute/{k}": v for k, v in row.items() if k != "images"}, row["images"])
         log_artifacts([paths.EVALUATE_METRICS, paths.EVALUATE_REPORT, paths.EVALUATE_FIGURES,
                        paths.EVALUATE_SCALING.parent])
     return {"outputs": [str(paths.EVALUATE_REPORT), str(paths.EVALUATE_METRICS)], "metrics": result["headline"]}

@@ -35,7 +35,13 @@ class Stage:
     """Outputs versioned by DVC but kept in git rather than the DVC cache (a shipped model)."""
     frozen: bool = False
     """`dvc repro` never runs the stage (even with -f) and uses its committed outputs; run its flow by hand and
-    `dvc commit` it to reproduce them."""
+    `dvc commit` it to reproduce them. Its outputs are all `committed_outs`: a clone has no DVC cache to take
+    them from."""
+
+    def __post_init__(self) -> None:
+        if self.frozen and self.outs:
+            raise ValueError(f"stage {self.name}: a frozen stage's outputs must be committed_outs (in git), got "
+                             f"cached outs {list(self.outs)}")
 
     @property
     def cmd(self) -> str:
@@ -64,7 +70,7 @@ STAGES: tuple[Stage, ...] = (
         name="pretrain",
         params=("base", "pretrain"),
         inputs=(str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
-        outs=(str(paths.PRETRAIN_SAMPLES),),
+        outs=(),
         committed_outs=(str(paths.BASE_MODEL),),
         frozen=True,
     ),
@@ -88,11 +94,13 @@ STAGES: tuple[Stage, ...] = (
         inputs=(str(paths.SFT_CHECKPOINT), str(paths.RL_CHECKPOINT), str(paths.SYNTH_HELDOUT)),
         outs=(str(paths.EVALUATE_REPORT), str(paths.EVALUATE_FIGURES)),
         metrics=(str(paths.EVALUATE_METRICS),),
-        plots=(str(paths.EVALUATE_SCALING), str(paths.EVALUATE_TAGS)),
+        plots=(str(paths.EVALUATE_SCALING), str(paths.EVALUATE_TAGS), str(paths.EVALUATE_COMPUTE)),
     ),
 )
 
 CHECKPOINT_SERIES = ["base", "sft", "rl"]
+COMPUTE_SERIES = [f"{name}_{method}" for name in ("sft", "rl") for method in ("r3", "best_of_n", "oracle")]
+"""compute.csv's accuracy columns (r3.evals.report.write_plot_data): the trained checkpoints."""
 
 PLOTS = [
     {"Held-out GenEval++ strict accuracy vs. allowed reflect-refine rounds": {
@@ -100,6 +108,9 @@ PLOTS = [
         "y_label": "strict accuracy"}},
     {"Round-0 strict accuracy per tag": {
         "template": "scatter", "x": "tag", "y": {str(paths.EVALUATE_TAGS): list(CHECKPOINT_SERIES)},
+        "y_label": "strict accuracy"}},
+    {"Held-out GenEval++ strict accuracy vs. image budget N per prompt (R3: up to N-1 rounds; best-of-N)": {
+        "template": "linear", "x": "images", "y": {str(paths.EVALUATE_COMPUTE): COMPUTE_SERIES},
         "y_label": "strict accuracy"}},
 ]
 """Top-level DVC plot definitions (`dvc plots show`): one series per evaluated checkpoint."""

@@ -1,4 +1,5 @@
-"""Pretrain stage flow: train the tiny base model's general skills from scratch and publish it to models/base.
+"""Pretrain stage flow: train the tiny base model's general skills from scratch and publish it to models/base
+(its sample grids go to the MLflow run only: the frozen stage's outputs are the ones committed to git).
 
 Frozen in dvc.yaml: `dvc repro` uses the committed base; `dvc repro -f pretrain` (or `python -m flows.pretrain`)
 trains it again, for as long as `pretrain.steps` says (about an hour on 2 CPU cores at the defaults).
@@ -28,8 +29,8 @@ def pretrain_flow(base: BaseConfig, pretrain: PretrainConfig) -> dict:
                    inputs=[paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT]) as run:
         result = run_cached(long_task(train_task, base), key, base=base, cfg=pretrain, synth_dir=str(paths.SYNTH),
                             run_id=run.info.run_id)
-        publish_training(result, run.info.run_id, paths.BASE_MODEL, paths.PRETRAIN_SAMPLES, paths.BASE_METRICS)
-    return {"outputs": [str(paths.BASE_MODEL), str(paths.PRETRAIN_SAMPLES)], "metrics": result["headline"]}
+        publish_training(result, run.info.run_id, paths.BASE_MODEL, None, paths.BASE_METRICS)
+    return {"outputs": [str(paths.BASE_MODEL)], "metrics": result["headline"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,4 +58,5 @@ def evaluate_task(key: str, base: BaseConfig, cfg: EvaluateConfig, checkpoints: 
     result = run_evaluate(base, cfg, {k: None if v is None else Path(v) for k, v in checkpoints.items()},
                           Path(synth_dir), out, model_config, map_shards=on_runner)
     return {"paths": [str(out / "metrics.json"), str(result.report), str(out / "plots"), str(out / "figures")],
-            "headline": result.metrics["headline"], "seconds": result.seconds}
+            "headline": result.metrics["headline"], "seconds": result.seconds,
+            "compute": {name: r["compute"] for name, r in result.metrics["checkpoints"].items() if "compute" in r}}

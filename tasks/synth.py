@@ -5,7 +5,7 @@ from pathlib import Path
 from prefect import task
 
 from r3.config import BaseConfig
-from r3.data.card import tag_grids, write_summary
+from r3.data.card import record_fields, tag_grids, write_summary
 from r3.data.synth import SynthConfig, build_table, heldout_pool, pool_from_jsonl, pool_redraws, pool_to_jsonl
 from tasks.cache import CACHED, artifact_dir
 
@@ -29,7 +29,8 @@ def table_task(key: str, table: str, split: str, base: BaseConfig, cfg: SynthCon
 def summary_task(key: str, base: BaseConfig, counts: dict, redrawn: dict[str, int], enrichment_path: str) -> dict:
     out = artifact_dir(key)
     metrics_path, card_path = out / "metrics.json", out / "DATA_CARD.md"
-    metrics = write_summary(counts, redrawn, base.canvas, base.seed, metrics_path, card_path)
+    metrics = write_summary(counts, redrawn, base.canvas, base.seed, record_fields(Path(enrichment_path)),
+                            metrics_path, card_path)
     grids = tag_grids(Path(enrichment_path), out / "samples")
     return {"paths": [str(metrics_path), str(card_path), str(out / "samples")], "metrics": metrics,
             "grids": [str(p) for p in grids]}

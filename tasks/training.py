@@ -21,8 +21,9 @@ def training_task(task: Task, base: BaseConfig) -> Task:
     return task.with_options(refresh_cache=True) if world_size() > 1 else task
 
 
-def publish_training(result: dict, run_id: str, checkpoint: Path, samples: Path, metrics: Path) -> None:
-    """Copy the task's checkpoint, sample grids and metrics to their DVC paths and log them to MLflow.
+def publish_training(result: dict, run_id: str, checkpoint: Path, samples: Path | None, metrics: Path) -> None:
+    """Copy the task's checkpoint, sample grids and metrics to their DVC paths and log them to MLflow; with
+    `samples` None the grids go to MLflow only (a frozen stage: its outputs are the ones committed to git).
 
     A cache hit trained in an earlier MLflow run: its curves are replayed into this run so that
     every run of the stage shows them.
@@ -31,6 +32,7 @@ def publish_training(result: dict, run_id: str, checkpoint: Path, samples: Path,
     if result["run_id"] != run_id:
         mlflow.set_tag("cached_from_run", result["run_id"])
         replay_history(history, run_id)
-    materialize({checkpoint: checkpoint_src, samples: samples_src, metrics: metrics_src})
+    outputs = {checkpoint: checkpoint_src, metrics: metrics_src}
+    materialize(outputs if samples is None else outputs | {samples: samples_src})
     log_json_metrics(result["headline"], prefix="final")
-    log_artifacts([metrics, samples, checkpoint])
+    log_artifacts([metrics, samples_src if samples is None else samples, checkpoint])

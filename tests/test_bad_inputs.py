@@ -35,6 +35,10 @@ rl: {}
 evaluate: {per_tag: 1, max_rounds: 0, sampling: {steps: 2, temperature: 0.0, max_new_tokens: 4}}
 """
 DOG = {"tag": "single_object", "include": [{"class": "dog", "count": 1}], "prompt": "a photo of a dog"}
+PP_KEY = {"tag": "spatial_count_attr", "include": [{"class": "circle", "count": 3, "region": "left"},
+          {"class": "square", "count": 1, "shade": "dark"}], "prompt": "A photo of three circles on the left"}
+PP_REGION = {"tag": "spatial_count_attr", "include": [{"class": "circle", "count": 1, "region": "center"}],
+             "prompt": "A photo of one circles on the center"}
 STAGES = {"synth": synth.main, "sft": sft.main, "rl": rl.main, "evaluate": evaluate.main}
 
 
@@ -139,6 +143,12 @@ CASES = [
      r"p\.jsonl: not UTF-8 text"),
     ("evaluate", ["-S", "evaluate.prompts=p.jsonl"], lambda r: (r / "p.jsonl").write_text(json.dumps(DOG) + "\n"),
      r"p\.jsonl: 1 of 1 prompts are outside ShapeWorld .* evaluate\.judge is not set"),
+    # GenEval++ records: a key or value the verifier does not know is refused, naming the line and the key
+    ("evaluate", ["-S", "evaluate.prompts=p.jsonl"], lambda r: (r / "p.jsonl").write_text(json.dumps(PP_KEY) + "\n"),
+     r"p\.jsonl:1: include\[1\] has an unknown key 'shade' \(the verifier knows class, count, color, size, position, "
+     r"region\); remove or rename it"),
+    ("evaluate", ["-S", "evaluate.prompts=p.jsonl"], lambda r: (r / "p.jsonl").write_text(json.dumps(PP_REGION) + "\n"),
+     r"p\.jsonl:1: include\[0\] 'region' 'center' is not one of left, right, above, below"),
 ]
 
 

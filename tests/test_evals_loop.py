@@ -9,7 +9,9 @@ import torch
 
 from r3.data.table import Table
 from r3.evals.benchmarks import accuracy_by_tag, generation_by_round, make_score_fn, understanding
-from r3.evals.heldout import to_uint8
+from r3.evals.best_of_n import (Samples, best_of_n_correct, equal_compute, judge_picks, oracle_correct,
+                                sample_best_of_n, sample_noise)
+from r3.evals.heldout import noise_for, to_uint8
 from r3.evals.r3_loop import run_r3, scaling_metrics
 from r3.models.interface import SamplingConfig
 from r3.world.edits import STOP_ANSWER
@@ -84,6 +86,33 @@ class NoiseModel:
 
     def edit(self, images, instructions, sampling, noise=None, generator=None):
         return SimpleNamespace(images=(images + torch.sigmoid(noise)) / 2)
+
+
+class SamplingSceneModel(SceneModel):
+    """Greedy reasoning is 'wrong'; sampled reasoning is 'right' or 'wrong' by a fair coin from the generator.
+    Draws the scene for 'right', the scene less its last object for 'wrong'. Its judge rates an image 1 when it
+    verifies and 0 otherwise, or the other way round when `contrary` (a judge that prefers the wrong image)."""
+
+    def __init__(self, examples: list[tuple[dict, Scene]], contrary: bool = False) -> None:
+        super().__init__(examples)
+        self.contrary = contrary
+        self.generated = 0
+
+    def reason(self, prompts, sampling, generator=None):
+        if sampling.temperature == 0:
+            return SimpleNamespace(texts=["wrong"] * len(prompts))
+        right = torch.rand(len(prompts), generator=generator) < 0.5
+        return SimpleNamespace(texts=["right" if r else "wrong" for r in right])
+
+    def generate(self, prompts, reasoning, sampling, noise=None, generator=None):
+        self.generated += len(prompts)
+        images = [self._draw(p, len(self.scenes[p].objects) - (z != "right")) for p, z in zip(prompts, reasoning)]
+        return SimpleNamespace(images=_pixels(images))
+
+    def judge(self, images, prompts):
+        verdicts = verify_batch(to_uint8(images), [self.records[p] for p in prompts])
+        aligned = torch.tensor([float(v.strict) for v in verdicts])
+        return 1 - aligned if self.contrary else aligned
 
 
 def _examples(suite: str, tag: str, n: int, seed: int = 0) -> list[tuple[dict, Scene]]:
@@ -212,3 +241,95 @@ def test_ita_and_vqa_accuracy_per_category():
     assert mixed["vqa"]["per_category"] == {"color": 0.0, "count": 0.5, "size": 1.0}
     assert mixed["vqa"]["overall"] == pytest.approx(3 / 6)
     assert mixed["ita"]["per_tag"] == {"geneval/colors": 1.0, "geneval/counting": 0.5}
+
+
+HOT = SamplingConfig(steps=2, temperature=1.0)
+
+
+def _samples(model, examples, n, batch_size=64, seed=0):
+    records = [record for record, _ in examples]
+    return sample_best_of_n(model, records, [r["prompt"] for r in records], HOT, n, seed, strict, CANVAS, batch_size)
+
+
+def test_images_are_counted_from_the_rounds_not_assumed():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 8)
+    stopping = SceneModel(examples, missing={e[0]["prompt"]: i % 2 for i, e in enumerate(examples)}, always_stop=True)
+    trace = _run(stopping, examples, 3)
+    assert [trace.images_generated(k).tolist() for k in range(4)] == [[1] * 8] * 4  # stops at round 0: one image
+    missing = [i % 4 for i in range(8)]
+    fixing = SceneModel(examples, missing={e[0]["prompt"]: m for e, m in zip(examples, missing)})
+    trace = _run(fixing, examples, 3, batch_size=3)
+    for k in range(4):  # one edit per missing object, then the stop answer: no image
+        assert trace.images_generated(k).tolist() == [1 + min(m, k) for m in missing]
+    assert trace.images_generated(3).sum() == 8 + fixing.edits
+    assert [r.generated.sum() for r in trace.rounds] == [8, 6, 4, 2]
+
+
+def test_equal_compute_counts_r3_images_and_compares_with_best_of_n():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 8)
+    tags = ["multi_object_count_attr"] * 8
+    model = SamplingSceneModel(examples)
+    trace = _run(model, examples, 3)  # greedy 'wrong' at round 0, fixed in round 1, stops in round 2
+    rows = equal_compute(trace, _samples(model, examples, 4), tags)
+    assert [r["images"] for r in rows] == [1, 2, 3, 4]
+    assert [r["r3"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
+    assert [r["r3_images"] for r in rows] == [1.0, 2.0, 2.0, 2.0]  # the stop round generates nothing
+    assert all(r["best_of_n"] == r["oracle"] for r in rows)  # a judge that agrees with the verifier picks as it does
+    with pytest.raises(ValueError, match="samples"):
+        equal_compute(trace, _samples(model, examples, 2), tags)
+
+
+def test_best_of_n_picks_by_the_models_judge_not_the_verifier():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 16)
+    honest = _samples(SamplingSceneModel(examples), examples, 4, batch_size=5)
+    contrary = _samples(SamplingSceneModel(examples, contrary=True), examples, 4, batch_size=5)
+    np.testing.assert_array_equal(honest.scores, contrary.scores)  # the same samples, judged the other way round
+    for n in range(1, 5):
+        oracle = oracle_correct(honest, n)
+        np.testing.assert_array_equal(best_of_n_correct(honest, n), oracle)
+        wrong_pick = best_of_n_correct(contrary, n)
+        assert (oracle >= wrong_pick).all()
+        np.testing.assert_array_equal(wrong_pick, (honest.scores[:, :n] >= 1).all(axis=1))  # right only if all are
+    single, ceiling = best_of_n_correct(honest, 1).mean(), oracle_correct(honest, 4).mean()
+    assert best_of_n_correct(contrary, 4).mean() < single < ceiling
+
+
+def test_judge_picks_the_first_best_among_the_first_n_samples():
+    judged = np.array([[0.2, 0.9, 0.9], [0.7, 0.1, 0.8]])
+    assert judge_picks(judged, 1).tolist() == [0, 0]
+    assert judge_picks(judged, 2).tolist() == [1, 0]
+    assert judge_picks(judged, 3).tolist() == [1, 2]
+    samples = Samples(judged, np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.5]]))
+    assert best_of_n_correct(samples, 1).tolist() == [True, False]
+    assert best_of_n_correct(samples, 3).tolist() == [False, False]
+    assert oracle_correct(samples, 1).tolist() == [True, False] and oracle_correct(samples, 3).tolist() == [True, True]
+
+
+class JudgingNoiseModel(NoiseModel):
+    """NoiseModel whose judge rates an image by its mean brightness."""
+
+    def judge(self, images, prompts):
+        return images.mean(dim=(1, 2, 3))
+
+
+def test_best_of_n_is_deterministic_and_sample_j_does_not_depend_on_n_or_batching():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 5)
+    first, again = _samples(JudgingNoiseModel(), examples, 3, batch_size=2), _samples(JudgingNoiseModel(), examples, 3)
+    np.testing.assert_array_equal(first.judged, again.judged)
+    np.testing.assert_array_equal(_samples(JudgingNoiseModel(), examples, 2).judged, first.judged[:, :2])
+    assert len(np.unique(first.judged)) == first.judged.size  # every (row, sample) has its own noise
+    assert not np.array_equal(_samples(JudgingNoiseModel(), examples, 3, seed=1).judged, first.judged)
+    rows = np.arange(3)
+    assert not torch.equal(sample_noise(rows, CANVAS, 0, 0), noise_for(rows, CANVAS, 0, 0))  # not the R3 loop's noise
+    sampled = SamplingSceneModel(examples)
+    scores = [_samples(model, examples, 4, batch_size=2).scores for model in (sampled, SamplingSceneModel(examples))]
+    np.testing.assert_array_equal(*scores)
+    assert sampled.generated == 5 * 4
+
+
+def test_best_of_n_needs_sampled_reasoning():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 2)
+    records = [record for record, _ in examples]
+    with pytest.raises(ValueError, match="temperature"):
+        sample_best_of_n(SamplingSceneModel(examples), records, [r["prompt"] for r in records], SAMPLING, 2, 0, strict,
+                         CANVAS)

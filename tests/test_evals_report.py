@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from r3.evals.report import (Z_95, cell, generation_table, headline_table, interval_table, ita_table, render_report,
-                             vqa_table, wilson_interval)
+from r3.evals.report import (Z_95, cell, compute_table, generation_table, headline_table, interval_table, ita_table,
+                             render_report, vqa_table, wilson_interval)
 
 
 def _result(pp: list[float], r3: list[float], ita: float, vqa_count: float) -> dict:
@@ -90,3 +90,20 @@ def test_interval_table_gives_each_figure_its_count_and_interval():
     report = render_report(counted, [], Path("."))
     assert "## Headline with 95% intervals" in report and lines[3] in report
     assert interval_table(METRICS) is None and "95% intervals" not in render_report(METRICS, [], Path("."))
+
+
+def test_compute_table_lists_each_method_per_image_budget():
+    compared = copy.deepcopy(METRICS)
+    for name, best in (("sft", 0.25), ("rl", 0.5)):
+        compared["checkpoints"][name]["compute"] = [
+            {"images": n, "r3": 0.375 + 0.0625 * (n - 1), "r3_images": 1 + 0.5 * (n - 1), "best_of_n": best,
+             "oracle": 0.25 * n} for n in (1, 2, 3)]
+    lines = compute_table(compared).splitlines()
+    assert lines[0] == "| Model | Method | N = 1 | N = 2 | N = 3 |"
+    assert lines[2:6] == ["| sft | R3, ≤ N-1 rounds | 0.375 | 0.438 | 0.500 |",
+                          "| sft | R3: images generated (mean) | 1.00 | 1.50 | 2.00 |",
+                          "| sft | best-of-N, own judge | 0.250 | 0.250 | 0.250 |",
+                          "| sft | best-of-N, oracle (verifier picks) | 0.250 | 0.500 | 0.750 |"]
+    assert len(lines) == 2 + 2 * 4  # base has no comparison
+    assert "## R3 against best-of-N at equal compute on GenEval++" in render_report(compared, [], Path("."))
+    assert "best-of-N" not in render_report(METRICS, [], Path("."))

@@ -66,20 +66,53 @@ def test_writes_metrics_report_plots_and_figures(runs):
         tags = list(csv.DictReader(f))
     assert list(tags[0]) == ["tag", "base", "sft"] and len(tags) == 7 + 6
 
-    assert {p.name for p in result.figures} == {"scaling.png", "r3_loop_base.png", "r3_loop_sft.png"}
+    assert {p.name for p in result.figures} == {"scaling.png", "compute.png", "r3_loop_base.png", "r3_loop_sft.png"}
     grid = Image.open(out / "figures" / "r3_loop_sft.png")
     assert grid.width > 3 * 32 and grid.height > 3 * 32  # 3 rows x 3 rounds of upscaled images
     report = result.report.read_text()
     for heading in ("## Headline", "Table 1.1: GenEval++", "Table 1.2: GenEval", "Table 2.1", "Table 3: VQA",
-                    "Inference-time scaling", "sft + R3 (≤2 rounds)", "![scaling](figures/scaling.png)"):
+                    "Inference-time scaling", "sft + R3 (≤2 rounds)", "![scaling](figures/scaling.png)",
+                    "R3 against best-of-N at equal compute", "![compute](figures/compute.png)"):
         assert heading in report
     assert set(result.seconds) == {"base", "sft"}
+
+
+def test_equal_compute_runs_on_the_trained_checkpoint_with_counted_images(runs):
+    out = runs[0].report.parent
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "compute" not in metrics["checkpoints"]["base"]  # the untrained model's judge is at chance
+    sft = metrics["checkpoints"]["sft"]
+    rows = sft["compute"]
+    assert [r["images"] for r in rows] == [1, 2, 3]  # N = 1 .. max_rounds + 1
+    assert [r["r3"] for r in rows] == [g["overall"] for g in sft["generation"]["geneval_pp"]]
+    assert rows[0]["r3_images"] == 1.0 and all(1.0 <= r["r3_images"] <= r["images"] for r in rows)
+    finished = [s["finished"] for s in sft["scaling"]]  # a row edits in round k unless it has stopped by then
+    assert rows[2]["r3_images"] == pytest.approx(1 + (1 - finished[1]) + (1 - finished[2]))
+    assert all(r["oracle"] >= r["best_of_n"] for r in rows)
+    assert [r["oracle"] for r in rows] == sorted(r["oracle"] for r in rows)  # more samples never lower the ceiling
+    headline = metrics["headline"]
+    assert headline["sft/geneval_pp_best_of_3"] == rows[2]["best_of_n"]
+    assert headline["sft/geneval_pp_oracle_3"] == rows[2]["oracle"] and "base/geneval_pp_best_of_3" not in headline
+    assert headline["sft/geneval_pp_r2_images"] == rows[2]["r3_images"]
+    with (out / "plots" / "compute.csv").open() as f:
+        compute = list(csv.DictReader(f))
+    assert list(compute[0]) == ["images", "sft_r3", "sft_r3_images", "sft_best_of_n", "sft_oracle"]
+    assert [float(r["sft_oracle"]) for r in compute] == [r["oracle"] for r in rows]
+
+
+def test_equal_compute_can_be_switched_off(inputs, tmp_path):
+    synth_dir, checkpoints = inputs
+    result = run_evaluate(BASE, CFG.model_copy(update={"equal_compute": False, "max_rounds": 0}), checkpoints,
+                          synth_dir, tmp_path, MODEL)
+    assert all("compute" not in r for r in result.metrics["checkpoints"].values())
+    assert (tmp_path / "plots" / "compute.csv").read_text().strip() == "images"
+    assert "compute.png" not in {p.name for p in result.figures} and "best-of-N" not in result.report.read_text()
 
 
 def test_two_runs_give_identical_numbers(runs):
     first, second = runs
     assert first.metrics == second.metrics
-    for name in ("metrics.json", "report.md", "plots/scaling.csv", "plots/tags.csv"):
+    for name in ("metrics.json", "report.md", "plots/scaling.csv", "plots/tags.csv", "plots/compute.csv"):
         assert (first.report.parent / name).read_bytes() == (second.report.parent / name).read_bytes()
 
 

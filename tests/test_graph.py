@@ -39,6 +39,13 @@ def test_every_dependency_and_param_section_exists():
     assert set(params) == set(graph.SECTIONS)
 
 
+def test_a_frozen_stage_has_no_cached_outputs():
+    """A clone has no DVC cache: `dvc repro` could never verify a frozen stage's cached output."""
+    assert all(not stage.outs and stage.committed_outs for stage in graph.STAGES if stage.frozen)
+    with pytest.raises(ValueError, match="frozen stage's outputs must be committed_outs"):
+        graph.Stage(name="pretrain", params=(), inputs=(), outs=("data/pretrain/samples",), frozen=True)
+
+
 def test_upstream_outputs_come_before_their_consumers():
     produced: set[str] = set()
     for stage in graph.STAGES:

@@ -27,8 +27,9 @@ TINY = {
 }
 
 
-def tiny_params(path: Path) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+def tiny_params(path: Path, source: Path = ROOT / "params.yaml") -> Path:
+    """Write `source`'s params with the tiny profile over them to `path`."""
+    params = yaml.safe_load(source.read_text())
     for section, values in TINY.items():
         params[section] = {**params.get(section, {}), **values}
     path.write_text(yaml.safe_dump(params))
@@ -49,8 +50,8 @@ def test_every_stage_writes_its_outputs(pipeline_run):
     root, _ = pipeline_run
     for path in (paths.SYNTH_METRICS, paths.SFT_CHECKPOINT / "model.safetensors", paths.SFT_METRICS,
                  paths.RL_CHECKPOINT / "model.safetensors", paths.RL_METRICS, paths.EVALUATE_METRICS,
-                 paths.EVALUATE_REPORT, paths.EVALUATE_SCALING, paths.EVALUATE_TAGS,
-                 paths.EVALUATE_FIGURES / "scaling.png"):
+                 paths.EVALUATE_REPORT, paths.EVALUATE_SCALING, paths.EVALUATE_TAGS, paths.EVALUATE_COMPUTE,
+                 paths.EVALUATE_FIGURES / "scaling.png", paths.EVALUATE_FIGURES / "compute.png"):
         assert (root / path).is_file(), path
     evaluation = json.loads((root / paths.EVALUATE_METRICS).read_text())
     assert set(evaluation["checkpoints"]) == {"base", "sft", "rl"}
@@ -66,6 +67,9 @@ def test_each_stage_is_one_tagged_mlflow_run(pipeline_run):
     history = mlflow.MlflowClient().get_metric_history(sft.info.run_id, "loss/generate")
     assert [m.step for m in history] == [0, 1, 2]
     assert sft.data.params["sft.steps"] == "3"
+    evaluate = next(run for run in runs if run.data.tags["stage"] == "evaluate")
+    curve = mlflow.MlflowClient().get_metric_history(evaluate.info.run_id, "rl/compute/best_of_n")
+    assert [m.step for m in curve] == [1, 2]  # one point per image budget N = 1 .. max_rounds + 1
 
 
 def test_rerun_does_no_work(pipeline_run, monkeypatch):

@@ -87,6 +87,30 @@ def test_checklist_from_record():
     assert checklist(geneval) == ["there are at least 2 buses", "there is no dog"]
 
 
+def test_checklist_asks_about_geneval_pp_regions_and_relative_sizes():
+    spatial = {"tag": "spatial_count_attr", "include": [{"class": "clock", "count": 3, "region": "left"},
+               {"class": "cat", "count": 1, "region": "right"}], "exclude": [{"class": "clock", "count": 4}],
+               "prompt": "A photo of three clocks on the left and one cats on the right"}  # fmt: skip
+    assert checklist(spatial) == [
+        "there are exactly 3 clocks",
+        "each clock is located in the left part of the image",
+        "there is at least 1 cat",
+        "each cat is located in the right part of the image",
+    ]
+    sized = {"tag": "size_spatial_attr",
+             "include": [{"class": "bench", "count": 1, "size": "larger", "region": "above"},
+                         {"class": "spoon", "count": 1, "size": "smaller", "region": "below"}],
+             "exclude": [{"class": "bench", "count": 2}, {"class": "spoon", "count": 2}],
+             "prompt": "A photo of a larger bench on the above and a smaller spoon on the below"}  # fmt: skip
+    assert checklist(sized) == [
+        "there is exactly 1 bench",
+        "each bench is located in the top part of the image",
+        "each bench is larger than each spoon",
+        "there is exactly 1 spoon",
+        "each spoon is located in the bottom part of the image",
+    ]
+
+
 def test_request_shape_key_and_partial_score(server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
     server.replies.append((*chat_reply(facts_answer([True, False, True])), 0.0))

@@ -27,7 +27,7 @@ from r3.rewards import REGISTRY, RewardConfig
 from r3.rewards.base import build_reward
 from r3.rl.rollout import reflection_parses
 from r3.rl.buffer import Node
-from r3.rl.rollout import refine_rollouts
+from r3.rl.rollout import informative, refine_rollouts
 from r3.rl.checkpoint import fresh_state
 from r3.rl.config import RlConfig
 from r3.rl.train import policy_loss, train_rl, train_step
@@ -62,10 +62,11 @@ def register_test_reward() -> None:
 
 
 def rl_config(**overrides: Any) -> RlConfig:
-    """A tiny run: the textbook KL weight, no replay loss (its train tables are not built here), raw weights."""
+    """A tiny run: the textbook KL weight and groups (all kept), no replay loss (its train tables are not built
+    here), raw weights."""
     settings = dict(group_size=4, prompts_per_step=2, nodes_per_step=2, sample_steps=3, cfg_scale=2.0,
                     max_new_tokens=8, lr=1e-3, eval_every=100, eval_rows=4, eval_sampling=FAST_EVAL, reward=RED_REWARD,
-                    beta_text=0.001, replay_weight=0.0, ema_decay=0.0)
+                    beta_text=0.001, replay_weight=0.0, ema_decay=0.0, drop_equal_groups=False)
     return RlConfig(**{**settings, **overrides})
 
 
@@ -299,15 +300,15 @@ def red_fraction(checkpoint: Path, n: int = 32) -> float:
 
 def test_colour_reward_raises_that_colours_frequency(inputs: tuple[Path, Path], tmp_path: Path) -> None:
     init, synth = inputs
-    # reason-only, no KL: the policy must move its images toward red. Seeds 0-4 gave 0.14 -> 0.22..0.40 held-out
-    # and a training reward of 0.14-0.15 -> 0.22-0.38 over 60 steps; the margins below hold for all five.
+    # reason-only, no KL: the policy must move its images toward red. With the 86-word vocabulary seed 0's untrained
+    # model starts at a training reward of 0.005 and ends at 0.042 over 60 steps (held-out red share +0.06 or more).
     cfg = rl_config(steps=60, refine_steps=0, group_size=8, max_new_tokens=4, kl=False, lr=3e-3, checkpoint_every=60)
     result = train_rl(BASE, cfg, init, synth, tmp_path)
     before, after = red_fraction(init), red_fraction(result.checkpoint)
     assert after > before + 0.06, (before, after)
     rewards = [row["reward/reason_mean"] for row in map(json.loads, result.history.read_text().splitlines())
                if "reward/reason_mean" in row]
-    assert np.mean(rewards[-10:]) > np.mean(rewards[:10]) + 0.05, rewards
+    assert np.mean(rewards[-10:]) > np.mean(rewards[:10]) + 0.03, rewards
 
 
 def test_reasoning_format_reward_parses_or_satisfies() -> None:
@@ -322,3 +323,33 @@ def test_reasoning_format_reward_parses_or_satisfies() -> None:
     assert reasoning_format_ok(texts, [record] * 3, 32, "satisfies").tolist() == [True, False, False]
     with pytest.raises(ValueError, match="reasoning_format"):
         reasoning_format_ok(texts, [record] * 3, 32, "valid")
+
+
+def test_groups_with_equal_rewards_carry_no_loss_weight() -> None:
+    rewards = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])  # (N, G)
+    assert informative(rewards, drop_equal_groups=True).tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert informative(rewards, drop_equal_groups=False).tolist() == [1] * 9
+
+
+def test_a_step_without_signal_leaves_weights_and_optimizer_untouched(inputs: tuple[Path, Path]) -> None:
+    """The no-reward control on an untrained model: no layout parses (f = 0) and every alignment is 0, so every
+    group's rewards are equal; with drop_equal_groups the step skips the optimizer, without it AdamW still moves."""
+    init, synth = inputs
+    prompts = Table.load(synth / "train" / "prompts.parquet")
+    control = RewardConfig(name="none", params={"mode": "strict"})
+    moved = {}
+    for drop in (True, False):
+        cfg = rl_config(reward=control, drop_equal_groups=drop, weight_decay=0.1)
+        state = fresh_state(BASE, cfg, init)
+        reference = TinyUnifiedModel.from_pretrained(init).eval().requires_grad_(False)
+        metrics = train_step(state, reference, build_reward(control), prompts, cfg)
+        assert metrics["reward/reason_format"] == 0.0 and metrics["rl/text_groups_kept"] == float(not drop) * 1.0
+        assert metrics["train/skipped"] == float(drop)
+        moved[drop] = any(not torch.equal(p, before) for p, before in
+                          zip(state.policy.parameters(), TinyUnifiedModel.from_pretrained(init).parameters()))
+    assert moved == {True: False, False: True}
+
+
+def test_rl_seed_changes_training_draws_only() -> None:
+    base = BaseConfig(seed=3)
+    assert RlConfig().rl_seed(base) == 3 and RlConfig(seed=1).rl_seed(base) == 1

@@ -92,7 +92,7 @@ def test_default_thread_runner_equals_unsharded_and_caches_every_shard(stage_dir
     assert run_stage(stage_dir, monkeypatch) == unsharded
     assert len(computed(shard_log)) == SHARDS
     assert sorted(p.name for p in (stage_dir / paths.EVALUATE_FIGURES).iterdir()) == [
-        "r3_loop_base.png", "r3_loop_rl.png", "r3_loop_sft.png", "scaling.png"]
+        "compute.png", "r3_loop_base.png", "r3_loop_rl.png", "r3_loop_sft.png", "scaling.png"]
 
     monkeypatch.setattr(tasks.evaluate, "run_evaluate", lambda *a, **k: pytest.fail("the evaluation ran again"))
     before = (stage_dir / paths.EVALUATE_REPORT).read_bytes()

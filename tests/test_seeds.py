@@ -1,5 +1,6 @@
-"""Seed view: configs from overrides, grouping over seeds, mean ± sd, the exact seeds.json shape, the Markdown, the
-training-reward trend, and `python -m flows.compare --seeds` on a `dvc exp show --json` laid out as DVC 3.67 writes it."""
+"""Seed view: configs from overrides, a run's identity (config, SFT seed, RL seed), grouping over RL seeds, mean ± sd,
+the exact seeds.json shape with figures from the evaluate, rl and sft metrics files, the Markdown, the training-reward
+trend, and `python -m flows.compare --seeds` on a `dvc exp show --json` laid out as DVC 3.67 writes it."""
 
 import json
 from pathlib import Path
@@ -11,16 +12,17 @@ from r3.config import BaseConfig
 from r3.evals.compare import rows_from_dvc
 from r3.evals.evaluate import headline
 from r3.evals.seeds import (LABELS, METRICS, RewardTrend, config_label, experiments_first, param_text, parse_label,
-                            reward_trend, seed_runs, seeds_markdown, trend_lines)
+                            reward_trend, run_identity, seed_runs, seeds_markdown, trend_lines)
 from r3.rewards import RewardConfig
 from r3.rl.config import RlConfig
+from r3.train.heldout_view import skill_headline
 from tasks.tracking import flat_params, metric_logger, stage_run
 
-METRICS_FILE = "data/evaluate/metrics.json"
-PARAMS = {"base": {"seed": 0, "canvas": 32}, "rl": {"refine_steps": 1, "kl": True, "beta_text": 0.05,
+EVALUATE_FILE, RL_FILE, SFT_FILE = "data/evaluate/metrics.json", "data/rl/metrics.json", "data/sft/metrics.json"
+PARAMS = {"base": {"seed": 0, "canvas": 32}, "rl": {"seed": None, "refine_steps": 1, "kl": True, "beta_text": 0.05,
                                                     "reward": {"name": "verifier", "params": {"mode": "partial"}}}}
-DEFAULTS = {"base.seed": 0, "base.canvas": 32, "rl.refine_steps": 1, "rl.kl": True, "rl.beta_text": 0.05,
-            "rl.reward.name": "verifier", "rl.reward.params.mode": "partial"}
+DEFAULTS = {"base.seed": 0, "base.canvas": 32, "rl.seed": None, "rl.refine_steps": 1, "rl.kl": True,
+            "rl.beta_text": 0.05, "rl.reward.name": "verifier", "rl.reward.params.mode": "partial"}
 
 
 def checkpoint(pp: float, pp_r3: float, ge: float, ita: float, vqa: float) -> dict:
@@ -45,33 +47,53 @@ def evaluate_metrics(sft: float, rl: float) -> dict:
     return {"headline": headline(metrics), **metrics}
 
 
-def state(name: str, rev: str, seed: int, metrics: dict | None, **rl: object) -> dict:
-    """One `dvc exp show --json` state (params.yaml with `rl` overrides); no metrics = a failed experiment."""
-    params = {**PARAMS, "base": {**PARAMS["base"], "seed": seed}, "rl": {**PARAMS["rl"], **rl}}
-    result = {"data": metrics} if metrics else {"error": {"type": "FileNotFoundError", "msg": "no such file"}}
+def stage_metrics(editing: float, fidelity: float, seconds: float) -> dict:
+    """data/{sft,rl}/metrics.json as the training stages write it: the held-out view, its `skill_headline`, times."""
+    view = {"vqa": {"overall": 0.8}, "ita": {"overall": 0.9}, "reasoning_validity": {"overall": 0.7},
+            "reflection": {"overall": 0.6}, "editing": {"overall": editing},
+            "render_fidelity": {"strict": {"overall": {"geneval_pp": fidelity, "geneval": fidelity}}},
+            "generation": {"strict": {"overall": {"geneval_pp": 0.4}}, "partial": {"overall": {"geneval_pp": 0.5}}}}
+    return {"headline": skill_headline(view), **view, "train_seconds": seconds - 20, "total_seconds": seconds}
+
+
+def pipeline_metrics(sft: float, rl: float, rl_seconds: float) -> dict:
+    """Every metrics file of the pipeline: the SFT stage's (1000 s: never rl_seconds), the rl stage's, evaluate's."""
+    return {EVALUATE_FILE: evaluate_metrics(sft, rl), RL_FILE: stage_metrics(0.55, 0.97, rl_seconds),
+            SFT_FILE: stage_metrics(0.6, 0.99, 1000.0)}
+
+
+def state(name: str | None, rev: str, sft_seed: int, rl_seed: int | None, files: dict | None, **rl: object) -> dict:
+    """One `dvc exp show --json` state (params.yaml with `rl` overrides); no files = a failed experiment."""
+    params = {**PARAMS, "base": {**PARAMS["base"], "seed": sft_seed}, "rl": {**PARAMS["rl"], "seed": rl_seed, **rl}}
+    metrics = ({path: {"data": data} for path, data in files.items()} if files else
+               {EVALUATE_FILE: {"error": {"type": "FileNotFoundError", "msg": "no such file"}}})
     return {"rev": rev, "name": name, "data": {"rev": rev, "params": {"params.yaml": {"data": params}},
-                                               "metrics": {METRICS_FILE: result}}, "error": None, "experiments": None}
+                                               "metrics": metrics}, "error": None, "experiments": None}
 
 
-SFT = {0: 0.02, 1: 0.03, 2: 0.04}
-RL = {("default", 0): 0.10, ("default", 1): 0.20, ("default", 2): 0.30,
-      ("reason-only", 0): 0.05, ("reason-only", 1): 0.07, ("control-no-reward", 0): 0.02}
+SFT = {0: 0.02, 1: 0.03}
+RL = {("default", 0, 0): 0.10, ("default", 0, 1): 0.20, ("default", 0, 2): 0.30, ("default", 1, None): 0.40,
+      ("reason-only", 0, 0): 0.05, ("reason-only", 0, 1): 0.07, ("control", 0, 0): 0.02}
+"""RL GenEval++ by (config, base.seed, rl.seed); the base.seed=1 pipeline runs with rl.seed null (RL seed 1)."""
 
 
 def entries() -> list[dict]:
-    """Workspace, baseline (default config, seed 0, different numbers), and its experiments, newest first."""
-    overrides = {"default": {}, "reason-only": {"refine_steps": 0}, "control-no-reward": {"reward": {
+    """Workspace, baseline (default config, base.seed 0, rl.seed null: RL seed 0, other numbers), and its
+    experiments, newest first; rl_seconds = 300 + 10 * RL seed."""
+    overrides = {"default": {}, "reason-only": {"refine_steps": 0}, "control": {"reward": {
         "name": "none", "params": {"mode": "partial"}}}}
-    experiments = [state(f"{config}-{seed}", f"{i:040x}", seed, evaluate_metrics(SFT[seed], rl), **overrides[config])
-                   for i, ((config, seed), rl) in enumerate(RL.items(), start=1)]
-    experiments.append(state("failed-1", "f" * 40, 1, None, reward={"name": "none", "params": {"mode": "partial"}}))
-    baseline = {**state("main", "a" * 40, 0, evaluate_metrics(0.5, 0.5)),
+    experiments = [state(f"{config}-sft{sft_seed}-{rl_seed}", f"{i:040x}", sft_seed, rl_seed,
+                         pipeline_metrics(SFT[sft_seed], rl, 300.0 + 10 * (sft_seed if rl_seed is None else rl_seed)),
+                         **overrides[config])
+                   for i, ((config, sft_seed, rl_seed), rl) in enumerate(RL.items(), start=1)]
+    experiments.append(state("failed-1", "f" * 40, 0, 1, None, reward={"name": "none", "params": {"mode": "partial"}}))
+    baseline = {**state("main", "a" * 40, 0, None, pipeline_metrics(0.5, 0.5, 1.0)),
                 "experiments": [{"revs": experiments, "executor": None}]}
-    return [state(None, "workspace", 0, evaluate_metrics(0.5, 0.5)), baseline]
+    return [state(None, "workspace", 0, None, pipeline_metrics(0.5, 0.5, 1.0)), baseline]
 
 
 def runs():
-    return seed_runs(rows_from_dvc(experiments_first(entries()), metrics_file=METRICS_FILE), DEFAULTS)
+    return seed_runs(rows_from_dvc(experiments_first(entries())), DEFAULTS)
 
 
 def test_values_are_spelled_alike_from_dvc_and_mlflow_and_configs_are_named():
@@ -80,7 +102,7 @@ def test_values_are_spelled_alike_from_dvc_and_mlflow_and_configs_are_named():
     assert param_text(["edit", "answer"]) == '["edit", "answer"]' and param_text("none") == "none"
     assert config_label({}) == "default"
     assert config_label({"rl.refine_steps": "0"}) == "reason-only"
-    assert config_label({"rl.reward.name": "none"}) == "control-no-reward"
+    assert config_label({"rl.reward.name": "none"}) == "control"
     assert config_label({"rl.refine_steps": "0", "rl.beta_text": "0.001"}) == "rl.beta_text=0.001+reason-only"
     assert config_label({"rl.w_text": "0", "rl.w_image": "0"}) == "control-replay-only"
     assert parse_label("rl.kl=False:no-kl-penalty") == ("rl.kl=false", "no-kl-penalty")
@@ -88,37 +110,69 @@ def test_values_are_spelled_alike_from_dvc_and_mlflow_and_configs_are_named():
         parse_label("textbook")
 
 
-def test_runs_group_by_config_with_one_record_of_the_exact_shape_per_seed():
+def test_a_run_is_its_config_sft_seed_and_rl_seed():
+    # rl.seed as DVC gives it (int or null), as MLflow logs it (strings, "None"), or missing (runs before the param)
+    assert run_identity({"base.seed": 0, "rl.seed": 2}, DEFAULTS) == ("default", 0, 2)
+    assert run_identity({"base.seed": "0", "rl.seed": "2"}, DEFAULTS) == ("default", 0, 2)
+    assert run_identity({"base.seed": 1, "rl.seed": None}, DEFAULTS) == ("default", 1, 1)
+    assert run_identity({"base.seed": "1", "rl.seed": "None"}, DEFAULTS) == ("default", 1, 1)
+    assert run_identity({"base.seed": 1}, DEFAULTS) == ("default", 1, 1)
+    assert run_identity({"base.seed": 0, "rl.seed": 1, "rl.refine_steps": 0}, DEFAULTS) == ("reason-only", 0, 1)
+
+
+def test_runs_group_by_config_sft_seed_and_rl_seed_with_records_of_the_exact_shape():
     found, repeats = runs()
     records = [run.record for run in found]
-    assert [(r["config"], r["seed"]) for r in records] == [
-        ("default", 0), ("default", 1), ("default", 2), ("control-no-reward", 0), ("reason-only", 0), ("reason-only", 1)]
-    assert all(list(r) == ["config", "seed", *METRICS] for r in records)
-    assert list(METRICS) == ["sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval_pp_r3", "rl/geneval",
-                             "sft/geneval", "rl/ita", "sft/ita", "rl/vqa", "sft/vqa"]
-    assert records[1] == {"config": "default", "seed": 1, "sft/geneval_pp": 0.03, "rl/geneval_pp": 0.20,
-                          "rl/geneval_pp_r3": pytest.approx(0.25), "sft/geneval_pp_r3": pytest.approx(0.04),
-                          "rl/geneval": 0.55, "sft/geneval": 0.5, "rl/ita": 0.61, "sft/ita": 0.6, "rl/vqa": 0.69,
-                          "sft/vqa": 0.7}
-    assert records[0]["rl/geneval_pp"] == 0.10  # the experiment, not the baseline commit of the same config and seed
-    assert repeats == ["main"]  # the workspace is never read; the failed experiment has no headline
+    assert [(r["config"], r["sft_seed"], r["seed"]) for r in records] == [
+        ("default", 0, 0), ("default", 0, 1), ("default", 0, 2), ("default", 1, 1), ("control", 0, 0),
+        ("reason-only", 0, 0), ("reason-only", 0, 1)]
+    assert list(METRICS) == ["sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval", "rl/geneval",
+                             "sft/ita", "rl/ita", "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing",
+                             "sft/editing", "rl_seconds"]
+    assert all(list(r) == ["config", "seed", "sft_seed", *METRICS] for r in records)
+    # evaluate's headline; render fidelity and editing from the training stages' held-out view; rl's total_seconds
+    assert records[1] == {"config": "default", "seed": 1, "sft_seed": 0, "sft/geneval_pp": 0.02, "rl/geneval_pp": 0.20,
+                          "rl/geneval_pp_r3": pytest.approx(0.25), "sft/geneval": 0.5, "rl/geneval": 0.55,
+                          "sft/ita": 0.6, "rl/ita": 0.61, "sft/vqa": 0.7, "rl/vqa": 0.69,
+                          "rl/render_fidelity": pytest.approx(0.97), "rl/editing": 0.55, "sft/editing": 0.6,
+                          "rl_seconds": 310.0}
+    # the base.seed=1 pipeline (rl.seed null: RL seed 1) stands beside RL seed 1 of SFT seed 0, not on it
+    assert (records[3]["sft/geneval_pp"], records[3]["rl/geneval_pp"], records[3]["rl_seconds"]) == (0.03, 0.40, 310.0)
+    assert records[0]["rl/geneval_pp"] == 0.10  # the experiment, not the baseline commit of the same run
+    assert repeats == ["main"]  # rl.seed null = base.seed 0; the workspace is never read; no headline in the failed one
 
 
-def test_markdown_gives_mean_and_sd_over_seeds_per_config():
+def test_a_run_without_the_training_stages_metrics_has_none_for_their_figures():
+    state_ = state("old", "b" * 40, 0, None, {EVALUATE_FILE: evaluate_metrics(0.02, 0.1)})
+    (run,), _ = seed_runs(rows_from_dvc([state_]), DEFAULTS)
+    assert [key for key, value in run.record.items() if value is None] == [
+        "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds"]
+
+
+def test_markdown_gives_mean_and_sd_over_rl_seeds_per_config_and_sft_seed():
     found, repeats = runs()
     lines = seeds_markdown(found, repeats=repeats).splitlines()
-    # default RL GenEval++ over seeds 0, 1, 2: 0.1, 0.2, 0.3 -> mean 0.2, sample sd 0.1; + R3: each + 0.05
-    assert "| SFT | 0, 1, 2 | 0.030 ± 0.010 | 0.040 ± 0.010 | 0.500 ± 0.000 | 0.600 ± 0.000 | 0.700 ± 0.000 |" in lines
-    assert "| RL (default) | 0, 1, 2 | 0.200 ± 0.100 | 0.250 ± 0.100 | 0.550 ± 0.000 | 0.610 ± 0.000 | 0.690 ± 0.000 |" \
+    # SFT seed 0 as its six runs evaluated it; GenEval++, +R3, GenEval, ITA, VQA, editing, render fidelity
+    assert "| SFT | 0 | - | 0.020 ± 0.000 | - | 0.500 ± 0.000 | 0.600 ± 0.000 | 0.700 ± 0.000 | 0.600 ± 0.000 | - |" \
         in lines
-    assert "| RL (reason-only) | 0, 1 | 0.060 ± 0.014 | 0.110 ± 0.014 | 0.550 ± 0.000 | 0.610 ± 0.000 | 0.690 ± 0.000 |" \
-        in lines
-    assert "| RL (control-no-reward) | 0 | 0.020 | 0.070 | 0.550 | 0.610 | 0.690 |" in lines  # one seed: no sd
-    assert "| default | 1 | default-1 | 0.030 | 0.200 | 0.250 | 0.040 | 0.550 | 0.500 | 0.610 | 0.600 | 0.690 | 0.700 |" \
-        in lines
+    assert "| SFT | 1 | - | 0.030 | - | 0.500 | 0.600 | 0.700 | 0.600 | - |" in lines
+    # default RL GenEval++ over RL seeds 0, 1, 2: 0.1, 0.2, 0.3 -> mean 0.2, sample sd 0.1; + R3: each + 0.05
+    assert ("| RL (default) | 0 | 0, 1, 2 | 0.200 ± 0.100 | 0.250 ± 0.100 | 0.550 ± 0.000 | 0.610 ± 0.000 | "
+            "0.690 ± 0.000 | 0.550 ± 0.000 | 0.970 ± 0.000 |") in lines
+    assert "| RL (default) | 1 | 1 | 0.400 | 0.450 | 0.550 | 0.610 | 0.690 | 0.550 | 0.970 |" in lines
+    assert "| RL (control) | 0 | 0 | 0.020 | 0.070 | 0.550 | 0.610 | 0.690 | 0.550 | 0.970 |" in lines
+    assert ("| default | 0 | 0, 1, 2 | 0.020 ± 0.000 | 0.200 ± 0.100 | 0.250 ± 0.100 | 0.500 ± 0.000 | 0.550 ± 0.000 | "
+            "0.600 ± 0.000 | 0.610 ± 0.000 | 0.700 ± 0.000 | 0.690 ± 0.000 | 0.970 ± 0.000 | 0.550 ± 0.000 | "
+            "0.600 ± 0.000 | 310 ± 10 |") in lines
+    assert ("| default | 1 | 1 | default-sft1-None | 0.030 | 0.400 | 0.450 | 0.500 | 0.550 | 0.600 | 0.610 | 0.700 | "
+            "0.690 | 0.970 | 0.550 | 0.600 | 310 |") in lines
+    # gains: RL - SFT 0.08, 0.18, 0.28 -> 0.18 ± 0.1; R3 rounds after RL + 0.05 each
+    assert ("| default | 0 | 0.180 ± 0.100 | 0: +0.080, 1: +0.180, 2: +0.280 | 0.050 ± 0.000 | "
+            "0: +0.050, 1: +0.050, 2: +0.050 |") in lines
+    assert "| reason-only | 0 | 0.040 ± 0.014 | 0: +0.030, 1: +0.050 | 0.050 ± 0.000 | 0: +0.050, 1: +0.050 |" in lines
     # scaling after 2 rounds: accuracy 0.1+0.05, 0.2+0.05, 0.3+0.05; finished 0.7 each; 2 improved, 1 worse
-    assert "| default | rl | 2 | 3 | 0.250 ± 0.100 | 0.700 ± 0.000 | 2.0 ± 0.0 | 1.0 ± 0.0 |" in lines
-    assert lines[-1] == "Left out as repeats of an earlier run of the same config and seed: main."
+    assert "| default | 0 | rl | 2 | 3 | 0.250 ± 0.100 | 0.700 ± 0.000 | 2.0 ± 0.0 | 1.0 ± 0.0 |" in lines
+    assert lines[-1] == "Left out as repeats of an earlier run of the same config, SFT seed and seed: main."
 
 
 def test_reward_trend_averages_the_first_and_last_reason_steps():
@@ -128,15 +182,17 @@ def test_reward_trend_averages_the_first_and_last_reason_steps():
     # reason steps 0, 2, 4, 6, 8: first two (0.0, 0.2) -> 0.1, last two (0.6, 0.8) -> 0.7
     assert reward_trend(history[::-1], "reward/verifier_partial", 2) == pytest.approx((0.1, 0.7))
     assert reward_trend(history, "reward/verifier_partial", 3) is None  # 5 reason steps < 2 windows
-    default = [RewardTrend("default", s, 0.2, 0.2 + rise) for s, rise in enumerate((0.10, 0.12, 0.14))]
-    control = [RewardTrend("control-no-reward", s, 0.2, 0.2 + rise) for s, rise in enumerate((0.0, 0.01, -0.01))]
-    lines = trend_lines(control + default, "reward/verifier_partial", 20)
-    assert "| default | 0, 1, 2 | 0.200 ± 0.000 | 0.320 ± 0.020 | 0.120 ± 0.020 |" in lines
-    assert lines[-1] == ("- default rises +0.120 ± 0.020, control-no-reward +0.000 ± 0.010: the difference +0.120 is "
-                         "more than 2 sd (0.040).")
+    default = [RewardTrend("default", 0, s, 0.2, 0.2 + rise) for s, rise in enumerate((0.10, 0.12, 0.14))]
+    control = [RewardTrend("control", 0, s, 0.2, 0.2 + rise) for s, rise in enumerate((0.0, 0.01, -0.01))]
+    other_sft = [RewardTrend("default", 1, 1, 0.2, 0.5)]
+    lines = trend_lines(control + other_sft + default, "reward/verifier_partial", 20)
+    assert "| default | 0 | 0, 1, 2 | 0.200 ± 0.000 | 0.320 ± 0.020 | 0.120 ± 0.020 |" in lines
+    assert "| default | 1 | 1 | 0.200 | 0.500 | 0.300 |" in lines
+    assert lines[-1] == ("- SFT seed 0: default rises +0.120 ± 0.020, control +0.000 ± 0.010: the difference +0.120 "
+                         "is more than 2 sd (0.040).")
 
 
-def test_flows_compare_writes_the_seed_view(tmp_path: Path) -> None:
+def test_flows_compare_writes_the_seed_view(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     saved, defaults = tmp_path / "exp_show.json", tmp_path / "params.yaml"
     saved.write_text(json.dumps(entries()))
     defaults.write_text(json.dumps(PARAMS))  # JSON is YAML
@@ -145,25 +201,31 @@ def test_flows_compare_writes_the_seed_view(tmp_path: Path) -> None:
                  "--reward-window", "0", "--label", "rl.refine_steps=0:tree-rl-without-refine"])
     assert code == 0
     records = json.loads((out / "seeds.json").read_text())
-    assert [(r["config"], r["seed"]) for r in records][-2:] == [("tree-rl-without-refine", 0),
-                                                                ("tree-rl-without-refine", 1)]
-    assert records[:4] == [run.record for run in runs()[0]][:4]
-    assert "| RL (tree-rl-without-refine) | 0, 1 |" in (out / "seeds.md").read_text()
+    assert [(r["config"], r["sft_seed"], r["seed"]) for r in records][-2:] == [("tree-rl-without-refine", 0, 0),
+                                                                               ("tree-rl-without-refine", 0, 1)]
+    assert records[:5] == [run.record for run in runs()[0]][:5]
+    assert "| RL (tree-rl-without-refine) | 0 | 0, 1 |" in (out / "seeds.md").read_text()
     saved.write_text(json.dumps([entries()[0]]))  # the workspace only: nothing to show
     assert main(["--seeds", "--dvc-json", str(saved), "--defaults", str(defaults), "--seeds-out", str(out)]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "dvc exp run --queue -S rl.seed=0,1,2" in " ".join(capsys.readouterr().out.split())
 
 
 def test_reward_trends_come_from_the_newest_mlflow_rl_run_of_each_config_and_seed() -> None:
     """rl runs logged as flows.rl logs them (every config field as a param, one metric batch per step)."""
     defaults = flat_params({"base": BaseConfig(), "rl": RlConfig()})
-    control = RlConfig(reward=RewardConfig(name="none", params={"mode": "partial"}))
-    for cfg, seed, slope in ((RlConfig(), 0, -1.0), (RlConfig(), 0, 0.1), (control, 0, 0.0), (RlConfig(), 1, 0.2)):
-        with stage_run("rl", "seeds", {"base": BaseConfig(seed=seed), "rl": cfg}) as run:
+    control = RlConfig(reward=RewardConfig(name="none", params=RlConfig().reward.params))  # -S rl.reward.name=none
+    for sft_seed, cfg, slope in ((0, RlConfig(), -1.0), (0, RlConfig(seed=0), 0.1), (0, control, 0.0),
+                                 (0, RlConfig(seed=1), 0.2), (1, RlConfig(), 0.3)):
+        with stage_run("rl", "seeds", {"base": BaseConfig(seed=sft_seed), "rl": cfg}) as run:
             log = metric_logger(run.info.run_id)
             for step in range(8):  # reason steps are the even ones
                 log({"reward/verifier_partial": 0.3 + slope * step,
                      **({"reward/reason_mean": 0.0} if step % 2 == 0 else {})}, step)
     trends = mlflow_trends("seeds", defaults, LABELS, "reward/verifier_partial", 2)
-    # reason steps 0, 2 | 4, 6: start 0.3 + slope, end 0.3 + 5 slope
-    assert sorted((t.config, t.seed, round(t.initial, 6), round(t.final, 6)) for t in trends) == [
-        ("control-no-reward", 0, 0.3, 0.3), ("default", 0, 0.4, 0.8), ("default", 1, 0.5, 1.3)]
+    # reason steps 0, 2 | 4, 6: start 0.3 + slope, end 0.3 + 5 slope; rl.seed 0 of base.seed 0 replaces the null run
+    assert sorted((t.config, t.sft_seed, t.seed, round(t.initial, 6), round(t.final, 6)) for t in trends) == [
+        ("control", 0, 0, 0.3, 0.3), ("default", 0, 0, 0.4, 0.8), ("default", 0, 1, 0.5, 1.3),
+        ("default", 1, 1, 0.6, 1.8)]

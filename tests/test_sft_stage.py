@@ -7,11 +7,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import r3.train.sft
 from r3.config import BaseConfig
 from r3.data.synth import TABLES, SynthConfig, build_table, heldout_pool
 from r3.models.interface import SamplingConfig
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
-from r3.train.data import SFT_TASKS
+from r3.train.data import SFT_TASKS, SynthSplit
+from r3.train.heldout_view import evaluate_heldout
 from r3.train.sft import SftConfig, TaskWeights, lr_factor, tasks_for_step, train_sft
 
 BASE = BaseConfig(seed=0, num_threads=1)
@@ -24,7 +26,7 @@ TINY_SFT = SftConfig(init="scratch", steps=4, batch_size=4, rotating_tasks_per_s
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sft_synth")
-    cfg = SynthConfig(train_per_tag=2, heldout_per_tag=1, train_pairs=16, heldout_pairs_per_tag=2, candidates_per_tag=20)
+    cfg = SynthConfig(train_per_tag=2, heldout_per_tag=2, train_pairs=16, heldout_pairs_per_tag=2, candidates_per_tag=20)
     pool = heldout_pool(BASE, cfg)
     for split in ("train", "heldout"):
         for table in TABLES:
@@ -58,6 +60,28 @@ def test_tiny_sft_trains_every_parameter_and_round_trips(synth_dir, tmp_path):
     assert losses == {f"loss/{t}" for t in SFT_TASKS} | {"loss/total"}
     assert [s for m, s in logged if "heldout/vqa" in m] == [2, 4]
     assert {p.name for p in result.samples} >= {"generation_final.png", "rendering_final.png", "editing_final.png"}
+
+
+def test_mid_run_checks_cover_every_tag_of_both_suites(synth_dir, tmp_path, monkeypatch):
+    """13 quick rows of held-out tables of 2 rows per tag: the first 13 would cover 7 tags of GenEval++ only."""
+    checked: list[SynthSplit] = []
+
+    def spy(model, data, *args):
+        checked.append(data)
+        return evaluate_heldout(model, data, *args)
+
+    monkeypatch.setattr(r3.train.sft, "evaluate_heldout", spy)
+    quick = TINY_SFT.model_copy(update={"steps": 2, "eval_every": 1, "quick_eval_rows": 13})
+    train_sft(BASE, quick, synth_dir, tmp_path)
+    mid_run, final = checked
+
+    def tags(table) -> set[tuple[str, str]]:
+        return set(zip(table.frame["suite"], table.frame["tag"], strict=True))
+
+    assert len(tags(final.enrichment)) == 13 and {s for s, _ in tags(final.enrichment)} == {"geneval_pp", "geneval"}
+    for name in ("enrichment", "editing", "reflection", "vqa", "ita"):
+        rows, every = getattr(mid_run, name), getattr(final, name)
+        assert len(rows) == 13 < len(every) and tags(rows) == tags(every), name
 
 
 def test_schedule_covers_every_task_and_lr_warms_up_then_decays():

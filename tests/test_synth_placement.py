@@ -9,7 +9,7 @@ from r3.data.card import data_card, synth_metrics
 from r3.data.synth import SPLITS, TABLES, SynthConfig, build_table, heldout_pool
 from r3.world import prompts
 from r3.world.prompts import PlacementError, exact_count_excludes, scene_for
-from r3.world.verifier import check, relation_margin
+from r3.world.verifier import check
 
 STUCK = {"tag": "spatial_count_attr", "prompt": "a circle to the left of three blue crosses",
          "include": [{"class": "cross", "count": 3, "color": "blue"},
@@ -22,7 +22,7 @@ def test_exhaustive_search_places_what_random_tries_could_not(monkeypatch):
     monkeypatch.setattr(prompts, "place_objects", lambda *args: None)  # every random try stuck
     for seed in range(5):
         scene = scene_for(STUCK, np.random.default_rng(seed))
-        assert check(scene.objects, STUCK, margin=relation_margin(32)).strict == 1
+        assert check(scene.objects, STUCK, canvas=32).strict == 1
         assert [o.shape for o in scene.objects] == ["circle", "cross", "cross", "cross"]  # order of mention
 
 
@@ -50,6 +50,6 @@ def test_unplaceable_prompts_are_redrawn_and_counted_in_the_data_card(tmp_path, 
     assert redrawn == 3 and sum(counts.values()) == TINY.train_per_tag * 13
     assert build_table("prompts", "heldout", base, TINY, pool, tmp_path / "held.parquet")[1] == 0
     metrics = synth_metrics({split: {table: {} for table in TABLES} for split in SPLITS})
-    card = data_card(metrics, {"heldout pool": 0, "train/prompts": redrawn}, 32, 0)
+    card = data_card(metrics, {"heldout pool": 0, "train/prompts": redrawn}, 32, 0, [])
     assert card.endswith("could not be placed on the canvas: 3 (train/prompts 3).\n")
-    assert "redrawn" not in data_card(metrics, {"heldout pool": 0, "train/prompts": 0}, 32, 0)
+    assert "redrawn" not in data_card(metrics, {"heldout pool": 0, "train/prompts": 0}, 32, 0, [])

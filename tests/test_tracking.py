@@ -8,11 +8,14 @@ from pathlib import Path
 import mlflow
 import pytest
 
+import tasks.pretrain
 import tasks.sft
 from flows import evaluate as evaluate_stage
+from flows import pretrain as pretrain_stage
 from flows import sft as sft_stage
 from r3 import paths
 from r3.config import BaseConfig
+from r3.train.pretrain import PretrainConfig
 from r3.train.sft import SftConfig, SftResult
 from tasks.cache import artifact_dir, stage_key
 from tasks.tracking import stage_run
@@ -59,6 +62,29 @@ def test_sft_stage_run_logs_system_metrics_by_default(tmp_path, monkeypatch):
         run.info.run_id)
     assert run.data.params["system_metrics.sampling_interval"] == "1.0"
     assert (tmp_path / paths.SFT_CHECKPOINT / "model.safetensors").is_file()
+
+
+def test_pretrain_publishes_the_base_model_and_sends_its_sample_grids_to_mlflow_only(tmp_path, monkeypatch):
+    """The frozen stage's outputs are the committed models/base: no other file lands in the project."""
+    fake_synth(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    def train(base, cfg, synth_dir, out_dir, log) -> SftResult:
+        result = fake_train_sft(base, cfg, synth_dir, out_dir, None, log, seconds=0)
+        (out_dir / "samples" / "generation_final.png").write_bytes(b"png")
+        return SftResult(result.checkpoint, {**result.metrics, "train_seconds": 1.0, "total_seconds": 1.0},
+                         result.history, [])
+
+    monkeypatch.setattr(tasks.pretrain, "train_pretrain", train)
+    pretrain_stage.pretrain_flow(BaseConfig(experiment=EXPERIMENT, system_metrics=False), PretrainConfig())
+    written = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / paths.MODELS).rglob("*")}
+    assert written == {"models/base", "models/base/model.safetensors", "models/base/MODEL_CARD.md",
+                       "models/base/metrics.json"}
+    assert {p.name for p in (tmp_path / paths.DATA).iterdir()} == {"synth"}
+    [run] = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'pretrain'",
+                               output_format="list")
+    logged = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "samples")]
+    assert logged == ["samples/generation_final.png"]
 
 
 def test_system_metrics_off_logs_none():

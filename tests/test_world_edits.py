@@ -99,6 +99,26 @@ def test_move_and_resize_on_a_relation_prompt():
     assert instruction in ("make the circle large", "make the square small")
 
 
+def test_move_and_resize_on_a_region_and_relative_size_prompt():
+    record = exact_record(
+        "A photo of a larger circle on the left and a smaller square on the right",
+        {"class": "circle", "count": 1, "size": "larger", "region": "left"},
+        {"class": "square", "count": 1, "size": "smaller", "region": "right"},
+    )
+    scene = Scene(objects=(obj("circle", "red", 1, 3, "large"), obj("square", "blue", 5, 3)), canvas=32)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        wrong, instruction = corrupt(scene, record, "move", rng)
+        assert instruction in ("move the circle to 1 3", "move the square to 5 3")
+        moved = next(o for o in wrong.objects if o not in scene.objects)
+        assert (moved.x > 16) == (moved.shape == "circle")  # into the other half
+        wrong, instruction = corrupt(scene, record, "resize", rng)
+        assert instruction in ("make the circle large", "make the square small")
+        wrong, instruction = corrupt(scene, record, "extra", rng)
+        extra = next(o for o in wrong.objects if o not in scene.objects)  # drawn where only the count is wrong
+        assert (extra.size, extra.x < 16) in (("large", True), ("small", False))
+
+
 def test_apply_edit_rejects_vague_or_malformed_instructions():
     scene = Scene(objects=(obj("circle", "red", 1, 1), obj("circle", "red", 4, 1)), canvas=32)
     with pytest.raises(ValueError, match="names 2 objects"):

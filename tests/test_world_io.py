@@ -40,12 +40,23 @@ def test_public_geneval_lines_read_fine_but_verify_refuses_them(tmp_path):
         verify(np.zeros((32, 32, 3), np.uint8), records[0])
 
 
-def test_extra_keys_are_kept(tmp_path):
-    record = {"tag": "size_spatial_attr", "include": [{"class": "bench", "count": 1, "size": "larger",
-              "region": "above"}], "prompt": "a larger bench", "id": 7}  # fmt: skip
-    path = tmp_path / "pp.jsonl"
-    write_prompt_file(path, [record])
-    assert read_prompt_file(path) == [record]
+# lines in the public GenEval++ metadata format (Echo-4o's Geneval++.jsonl)
+GENEVAL_PP_LINES = [
+    {"tag": "spatial_count_attr", "include": [{"class": "clock", "count": 3, "region": "left"},
+     {"class": "cat", "count": 1, "region": "right"}],
+     "prompt": "A photo of three clocks on the left and one cats on the right"},
+    {"tag": "size_spatial_attr", "include": [{"class": "bench", "count": 1, "size": "larger", "region": "above"},
+     {"class": "spoon", "count": 1, "size": "smaller", "region": "below"}],
+     "prompt": "A photo of a larger bench on the above and a smaller spoon on the below"},
+]  # fmt: skip
+
+
+def test_public_geneval_pp_lines_read_fine(tmp_path):
+    path = tmp_path / "Geneval++.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in GENEVAL_PP_LINES) + "\n")
+    assert read_prompt_file(path) == GENEVAL_PP_LINES
+    with pytest.raises(UnsupportedClassError, match="'clock'.*'judge'"):
+        verify(np.zeros((32, 32, 3), np.uint8), GENEVAL_PP_LINES[0])
 
 
 @pytest.mark.parametrize(
@@ -62,6 +73,24 @@ def test_extra_keys_are_kept(tmp_path):
          "include\\[0\\] 'position' must be"),
         (json.dumps({"tag": "t", "include": [{"class": "a", "count": 1}], "exclude": [{"class": "a"}], "prompt": "p"}),
          "exclude\\[0\\] has no integer 'count'"),
+        # a key or value the verifier does not know is refused, never ignored
+        (json.dumps({"tag": "t", "include": [{"class": "a", "count": 1, "material": "wood"}], "prompt": "p"}),
+         "include\\[0\\] has an unknown key 'material' \\(the verifier knows class, count, color, size, position, "
+         "region\\); remove or rename it"),
+        (json.dumps({"tag": "t", "include": [{"class": "a", "count": 1}], "prompt": "p", "id": 7}),
+         "record has an unknown key 'id'"),
+        (json.dumps({"tag": "t", "include": [{"class": "a", "count": 1}], "exlude": [], "prompt": "p"}),
+         "record has an unknown key 'exlude'"),
+        (json.dumps({"tag": "t", "include": [{"class": "a", "count": 1, "region": "middle"}], "prompt": "p"}),
+         "include\\[0\\] 'region' 'middle' is not one of left, right, above, below"),
+        (json.dumps({"tag": "t", "include": [{"class": "a", "count": 1}], "exclude": [{"class": "a", "count": 2,
+                     "region": "left"}], "prompt": "p"}),
+         "exclude\\[0\\] has a 'region' \\(only include entries may\\)"),
+        (json.dumps({"tag": "t", "include": [{"class": "a", "count": 1, "size": "larger"}], "prompt": "p"}),
+         "include\\[0\\] 'size' 'larger' needs another include entry with 'size' 'smaller'"),
+        (json.dumps({"tag": "t", "include": [{"class": "a", "count": 1, "size": "larger"}, {"class": "b", "count": 1,
+                     "size": "smaller"}], "exclude": [{"class": "a", "count": 2, "size": "larger"}], "prompt": "p"}),
+         "exclude\\[0\\] has the relative 'size' 'larger' \\(only include entries may\\)"),
     ],
 )  # fmt: skip
 def test_malformed_line_names_file_and_line(tmp_path, bad_line, problem):

@@ -53,6 +53,10 @@ def test_noun_phrases_use_count_words_and_plurals():
         count_word(11)
 
 
+GENEVAL_PP_COUNTED = {"counting", "color_count_attr", "spatial_count_attr", "multi_object_count_attr"}
+"""GenEval++ tags whose entries are written with a count word and the plural, one included ("one squares")."""
+
+
 def test_prompt_texts_follow_the_templates():
     rng = np.random.default_rng(3)
     for suite, tag in ALL_TAGS:
@@ -60,12 +64,15 @@ def test_prompt_texts_follow_the_templates():
             record, _ = sample_example(suite, tag, rng)
             prompt = record["prompt"]
             assert not re.search(r"\d", prompt), prompt  # counts are words
+            assert prompt.startswith("A photo of ") == (suite == "geneval_pp"), prompt
+            counted = suite == "geneval_pp" and tag in GENEVAL_PP_COUNTED
             for entry in record["include"]:
                 plural = {"cross": "crosses"}.get(entry["class"], entry["class"] + "s")
-                noun = entry["class"] if entry["count"] == 1 else plural
+                noun = entry["class"] if entry["count"] == 1 and not counted else plural
                 words = [w for w in (entry.get("size"), entry.get("color")) if w] + [noun]
-                article = "a" if entry["count"] == 1 else COUNT_WORDS[entry["count"]]
-                assert f"{article} {' '.join(words)}" in prompt, (prompt, entry)
+                article = "a" if entry["count"] == 1 and not counted else COUNT_WORDS[entry["count"]]
+                region = [f"on the {entry['region']}"] if "region" in entry else []
+                assert " ".join([article, *words, *region]) in prompt, (prompt, entry)
             if any("position" in e for e in record["include"]):
                 relation = record["include"][1]["position"][0]
                 phrase = {"left of": "to the left of", "right of": "to the right of"}.get(relation, relation)
@@ -168,4 +175,4 @@ def test_vocabulary_is_lower_case_words():
     rng = np.random.default_rng(5)
     for suite, tag in ALL_TAGS:
         record, _ = sample_example(suite, tag, rng)
-        assert set(re.findall(r"\w+|[^\w\s]+", record["prompt"])) <= set(words)  # punctuation split off
+        assert set(re.findall(r"\w+|[^\w\s]+", record["prompt"].lower())) <= set(words)  # punctuation split off

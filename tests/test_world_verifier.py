@@ -15,6 +15,7 @@ from r3.world.verifier import (
     check,
     check_supported,
     detect,
+    in_region,
     verify,
     verify_batch,
 )
@@ -75,6 +76,96 @@ def test_colour_and_size_must_match():
     assert check([obj("triangle", "red", 2, 2, "large")], large_red).strict == 1
     assert check([obj("triangle", "red", 2, 2, "small")], large_red) == Verdict(0, 0.0)
     assert check([obj("triangle", "blue", 2, 2, "large")], large_red) == Verdict(0, 0.0)
+
+
+def at(shape, x, y, size="small"):
+    return SceneObject(shape, "red", size, x, y)
+
+
+HALVES = {"left": lambda c, r: c < 4, "right": lambda c, r: c >= 4, "above": lambda c, r: r < 4,
+          "below": lambda c, r: r >= 4}
+"""The grid cells (col, row) of each region: the 4 columns / rows of that half."""
+
+
+@pytest.mark.parametrize("region", ["left", "right", "above", "below"])
+def test_region_holds_in_its_half_only(region):
+    circle_there = record([{"class": "circle", "count": 1, "region": region}])
+    verdicts = {(c, r): check([obj("circle", "red", c, r)], circle_there) for c in range(8) for r in range(8)}
+    assert {cell for cell, v in verdicts.items() if v == Verdict(1, 1.0)} == {
+        cell for cell in verdicts if HALVES[region](*cell)}
+    assert all(v == Verdict(0, 0.0) for cell, v in verdicts.items() if not HALVES[region](*cell))
+
+
+def test_region_boundaries_are_the_midline_plus_the_relation_margin():
+    # canvas 32: margin 1 pixel, midline 16
+    assert [bool(in_region(x, 8.0, "left", 32)) for x in (14.0, 15.0, 15.5, 16.0, 17.0)] == [1, 1, 0, 0, 0]
+    assert [bool(in_region(x, 8.0, "right", 32)) for x in (15.0, 16.0, 16.5, 17.0, 18.0)] == [0, 0, 0, 1, 1]
+    assert [bool(in_region(8.0, y, "above", 32)) for y in (15.0, 15.5, 16.0)] == [1, 0, 0]
+    assert [bool(in_region(8.0, y, "below", 32)) for y in (16.0, 16.5, 17.0)] == [0, 0, 1]
+    # canvas 64: margin 2 pixels, midline 32
+    assert [bool(in_region(x, 8.0, "left", 64)) for x in (30.0, 30.5, 32.0)] == [1, 0, 0]
+    assert [bool(in_region(x, 8.0, "right", 64)) for x in (32.0, 33.5, 34.0)] == [0, 0, 1]
+    # the verdict uses the object's centre
+    left = record([{"class": "circle", "count": 1, "region": "left"}])
+    assert check([at("circle", 15.0, 8.0)], left).strict == 1
+    assert check([at("circle", 16.0, 8.0)], left) == Verdict(0, 0.0)
+    assert check([at("circle", 31.0, 8.0)], left, canvas=64).strict == 0
+    assert check([at("circle", 30.0, 8.0)], left, canvas=64).strict == 1
+
+
+def test_region_partial_credit_and_a_wrong_region_scene_scores_zero():
+    include = [{"class": "circle", "count": 3, "region": "left"}, {"class": "square", "count": 1, "region": "right"}]
+    three_left_one_right = record(include, [{"class": "circle", "count": 4}, {"class": "square", "count": 2}])
+    right = [obj("circle", "red", 1, r) for r in (1, 3, 5)] + [obj("square", "blue", 6, 3)]
+    assert check(right, three_left_one_right) == Verdict(1, 1.0)
+    # the scene the issue found scored 1: circles on the right, the square on the left
+    mirrored = [obj("circle", "red", 6, r) for r in (1, 3, 5)] + [obj("square", "blue", 1, 3)]
+    assert check(mirrored, three_left_one_right) == Verdict(0, 0.0)
+    # one circle of three on the wrong side: that entry's placement is 2 / 3
+    one_astray = [obj("circle", "red", 1, 1), obj("circle", "red", 1, 3), obj("circle", "red", 6, 5),
+                  obj("square", "blue", 6, 3)]
+    assert check(one_astray, three_left_one_right) == Verdict(0, pytest.approx((2 / 3 + 1) / 2))
+    # a region only counts matching objects: a missing square scores 0 for its entry
+    assert check(right[:3], three_left_one_right) == Verdict(0, pytest.approx(1 / 2))
+
+
+def test_relative_size_between_the_entries_and_a_wrong_size_scene_scores_zero():
+    larger_circle = record([{"class": "circle", "count": 1, "size": "larger"},
+                            {"class": "square", "count": 1, "size": "smaller"}])  # fmt: skip
+    circle, square = obj("circle", "red", 1, 1, "large"), obj("square", "blue", 5, 5, "small")
+    assert check([circle, square], larger_circle) == Verdict(1, 1.0)
+    # sizes swapped: each fact fails for its only pair
+    swapped = [obj("circle", "red", 1, 1, "small"), obj("square", "blue", 5, 5, "large")]
+    assert check(swapped, larger_circle) == Verdict(0, 0.0)
+    # equal sizes are neither larger nor smaller
+    for size in ("small", "large"):
+        assert check([obj("circle", "red", 1, 1, size), obj("square", "blue", 5, 5, size)], larger_circle) == Verdict(
+            0, 0.0)
+    # the relative size does not decide matching: a small circle still counts as the circle, and with no square
+    # there is no pair to compare
+    assert check([circle], larger_circle) == Verdict(0, 0.0)
+    # partial credit: share of (larger, smaller) pairs that hold
+    two_circles = record([{"class": "circle", "count": 2, "size": "larger"},
+                          {"class": "square", "count": 1, "size": "smaller"}])  # fmt: skip
+    half = [circle, obj("circle", "red", 1, 5, "small"), square]
+    assert check(half, two_circles) == Verdict(0, pytest.approx(0.5))
+    # larger / smaller is ShapeWorld's size order from either side
+    smaller_first = record([{"class": "square", "count": 1, "size": "smaller"},
+                            {"class": "circle", "count": 1, "size": "larger"}])  # fmt: skip
+    assert check([circle, square], smaller_first) == Verdict(1, 1.0)
+    assert check(swapped, smaller_first).strict == 0
+
+
+def test_region_and_relative_size_together():
+    pp = record([{"class": "circle", "count": 1, "size": "larger", "region": "above"},
+                 {"class": "square", "count": 1, "size": "smaller", "region": "below"}],
+                [{"class": "circle", "count": 2}, {"class": "square", "count": 2}])  # fmt: skip
+    assert check([obj("circle", "red", 2, 1, "large"), obj("square", "blue", 5, 6)], pp) == Verdict(1, 1.0)
+    wrong_region = [obj("circle", "red", 2, 6, "large"), obj("square", "blue", 5, 1)]
+    assert check(wrong_region, pp) == Verdict(0, 0.0)
+    wrong_size = [obj("circle", "red", 2, 1, "small"), obj("square", "blue", 5, 6, "large")]
+    assert check(wrong_size, pp) == Verdict(0, 0.0)
+    check_supported(pp)  # larger / smaller are sizes the verifier knows
 
 
 def test_check_supported_names_the_class_and_the_judge():

@@ -8,6 +8,7 @@ import polars as pl
 
 from r3.data.grid import image_grid
 from r3.data.io import decode_png
+from r3.world.verifier import ENTRY_KEYS
 
 TABLE_DOCS = {
     "prompts": "prompt text, its GenEval-shaped metadata and the concrete scene that satisfies it",
@@ -27,9 +28,35 @@ def synth_metrics(counts: dict[str, dict[str, dict[str, int]]]) -> dict:
     }
 
 
-def data_card(metrics: dict, redrawn: dict[str, int], canvas: int, seed: int) -> str:
+TagFields = tuple[str, str, str, str]
+"""(suite, tag, the include fields its records use, an example prompt)."""
+
+
+def _field(key: str, values: set[str]) -> str:
+    """A field and, for those with a closed set of values (size, region, position's relation), the values used."""
+    return key if key in ("class", "count", "color") else f"{key} ({' / '.join(sorted(values))})"
+
+
+def record_fields(table_path: Path) -> list[TagFields]:
+    """Per suite and tag of a synth table (in table order): the include fields its records use and its first
+    prompt."""
+    table = pl.read_parquet(table_path, columns=["suite", "tag", "prompt", "metadata"])
+    rows = []
+    for (suite, tag), group in table.group_by(["suite", "tag"], maintain_order=True):
+        used: dict[str, set[str]] = {}
+        for metadata in group["metadata"]:
+            for entry in json.loads(metadata)["include"]:
+                for key, value in entry.items():
+                    used.setdefault(key, set()).add(str(value[0] if key == "position" else value))
+        fields = ", ".join(_field(k, used[k]) for k in ENTRY_KEYS if k in used)
+        rows.append((suite, tag, fields, group["prompt"][0]))
+    return rows
+
+
+def data_card(metrics: dict, redrawn: dict[str, int], canvas: int, seed: int, fields: list[TagFields]) -> str:
     """The card; `redrawn` counts, per table (and for the held-out pool), the prompts dropped and drawn again
-    because their objects could not be placed on the canvas (mentioned only when there were any)."""
+    because their objects could not be placed on the canvas (mentioned only when there were any); `fields` are
+    record_fields of a table."""
     lines = [
         "# ShapeWorld synthetic data",
         "",
@@ -42,6 +69,20 @@ def data_card(metrics: dict, redrawn: dict[str, int], canvas: int, seed: int) ->
     ]
     for table, doc in TABLE_DOCS.items():
         lines.append(f"| {table} | {doc} | {metrics['train'][table]['rows']} | {metrics['heldout'][table]['rows']} |")
+    lines += [
+        "",
+        "## Suites and record fields",
+        "",
+        "`geneval` writes GenEval's records (`color`; `position`: [relation, index of the reference entry]).",
+        "`geneval_pp` writes GenEval++'s (Echo-4o) records and prompt grammar: \"A photo of ...\", `region` (the",
+        "part of the image an entry's objects lie in: left / right / above / below half), `size` larger / smaller",
+        "(relative to the entry carrying the other one), counted entries always plural (\"one squares\"). Every",
+        "include has an exclude of the same class, colour and absolute size with count + 1 (exact counts).",
+        "",
+        "| suite | tag | include fields | example prompt |",
+        "| --- | --- | --- | --- |",
+        *(f"| {suite} | {tag} | {used} | {prompt} |" for suite, tag, used, prompt in fields),
+    ]
     if sum(redrawn.values()):
         where = ", ".join(f"{name} {n}" for name, n in redrawn.items() if n)
         lines += ["", f"Prompts redrawn because their objects could not be placed on the canvas: "
@@ -63,10 +104,10 @@ def tag_grids(enrichment_path: Path, out_dir: Path, per_tag: int = 8) -> list[Pa
     return paths
 
 
-def write_summary(counts: dict, redrawn: dict[str, int], canvas: int, seed: int, metrics_path: Path,
-                  card_path: Path) -> dict:
+def write_summary(counts: dict, redrawn: dict[str, int], canvas: int, seed: int, fields: list[TagFields],
+                  metrics_path: Path, card_path: Path) -> dict:
     metrics = synth_metrics(counts)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    card_path.write_text(data_card(metrics, redrawn, canvas, seed))
+    card_path.write_text(data_card(metrics, redrawn, canvas, seed, fields))
     return metrics

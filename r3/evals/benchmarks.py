@@ -1,8 +1,8 @@
 """Benchmark scores: GenEval++-style and GenEval-style generation accuracy from R3 traces, ITA and VQA.
 
 Generation follows GenEval's rules as the verifier implements them (every include entry present
-with its count, colour, size and position; nothing excluded present): a row is correct when its
-score is 1. A suite's overall accuracy is the mean of its tag accuracies, as GenEval++ reports it.
+with its count, colour, size and position, and GenEval++'s region and relative size; nothing excluded
+present): a row is correct when its score is 1. A suite's overall accuracy is the mean of its tag accuracies, as GenEval++ reports it.
 Records outside ShapeWorld are scored by a judge reward instead of the verifier.
 """
 

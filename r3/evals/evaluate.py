@@ -1,8 +1,9 @@
 """The `evaluate` stage: base (untrained), SFT and RL checkpoints side by side on held-out data.
 
 Per checkpoint: the R3 loop on every prompt (reflect-refine rounds on the scaling suite, round 0
-only on the others), generation accuracy per suite and tag after each round, scaling metrics, and
-ITA / VQA on the synth held-out tables. Writes metrics.json, report.md, plots/*.csv (DVC plots)
+only on the others), generation accuracy per suite and tag after each round, scaling metrics, R3
+against best-of-N at equal compute on the scaling suite (trained checkpoints; r3.evals.best_of_n),
+and ITA / VQA on the synth held-out tables. Writes metrics.json, report.md, plots/*.csv (DVC plots)
 and figures/*.png. Everything is deterministic (see r3.evals.r3_loop): two runs give equal numbers.
 
 The work splits into shards, one per (checkpoint, suite) and one per checkpoint for ITA / VQA; each
@@ -29,6 +30,7 @@ from r3.data.table import Table
 from r3.errors import InputError
 from r3.evals import report
 from r3.evals.benchmarks import generation_by_round, make_score_fn, understanding, unsupported
+from r3.evals.best_of_n import equal_compute, sample_best_of_n
 from r3.evals.r3_loop import run_r3, scaling_metrics
 from r3.models.interface import SamplingConfig, TrainableUnifiedModel
 from r3.models.registry import ModelConfig, build_model, load_checkpoint
@@ -62,6 +64,13 @@ class EvaluateConfig(Config):
     judge: RewardConfig | None = None
     """Reward scoring records outside ShapeWorld (classes the verifier does not know), normally
     {name: judge, params: {url: ..., model: ...}}; a row counts as correct when its score is 1."""
+    equal_compute: bool = True
+    """Compare R3 with best-of-N at equal compute on the scaling suite, N = 1 .. max_rounds + 1 images per prompt
+    (r3.evals.best_of_n), for every trained checkpoint (the untrained model's judge is at chance). Costs
+    max_rounds + 1 more images per prompt of the suite and checkpoint."""
+    best_of_temperature: float = Field(1.0, gt=0)
+    """Reasoning temperature of the best-of-N samples (1 = the model's own distribution, the one RL samples);
+    their images and top_p are `sampling`'s."""
     grid_rows: int = Field(8, ge=1)
     """Prompts shown in each R3-loop sample grid (one line per prompt, one column per round)."""
     batch_size: int = Field(64, ge=1)
@@ -117,8 +126,8 @@ class Shard:
 @dataclass(frozen=True)
 class ShardResult:
     metrics: dict
-    """A suite: {"generation": accuracy after each round, "scaling": scaling_metrics rows};
-    UNDERSTANDING: {"ita": ..., "vqa": ...}."""
+    """A suite: {"generation": accuracy after each round, "scaling": scaling_metrics rows, and on the looped suite
+    of a trained checkpoint "compute": best_of_n.equal_compute rows}; UNDERSTANDING: {"ita": ..., "vqa": ...}."""
     seconds: float
     figure: str | None
     """The R3-loop sample grid, drawn by the shard of each checkpoint's looped suite."""
@@ -199,7 +208,8 @@ def plan_shards(checkpoints: dict[str, Path | None], sets: list[PromptSet]) -> l
 
 def evaluate_shard(base: BaseConfig, cfg: EvaluateConfig, model_config: ModelConfig, synth_dir: Path, shard: Shard,
                    figure_dir: Path) -> ShardResult:
-    """Load the shard's model and run its part; the looped suite's shard also draws the R3-loop grid."""
+    """Load the shard's model and run its part; the looped suite's shard also draws the R3-loop grid and, for a
+    trained checkpoint, compares R3 with best-of-N at equal compute."""
     started = time.perf_counter()
     torch.set_num_threads(base.num_threads)
     sets = prompt_sets(cfg, synth_dir)
@@ -212,18 +222,26 @@ def evaluate_shard(base: BaseConfig, cfg: EvaluateConfig, model_config: ModelCon
         raise ValueError(f"evaluate shard {shard.checkpoint}/{shard.part}: no such suite "
                          f"(have {[s.suite for s in sets]})")
     score_fn = make_score_fn(build_reward(cfg.judge) if cfg.judge is not None else None)
-    trace = run_r3(model, prompt_set.records, [r["prompt"] for r in prompt_set.records], cfg.sampling,
-                   prompt_set.rounds, cfg.seed, score_fn, model_config.canvas, cfg.batch_size)
+    prompts = [r["prompt"] for r in prompt_set.records]
+    trace = run_r3(model, prompt_set.records, prompts, cfg.sampling, prompt_set.rounds, cfg.seed, score_fn,
+                   model_config.canvas, cfg.batch_size)
     metrics = {"generation": generation_by_round(trace, prompt_set.tags), "scaling": scaling_metrics(trace)}
+    looped = prompt_set.suite == looped_set(sets).suite
+    if looped and cfg.equal_compute and shard.path is not None:
+        sampling = cfg.sampling.model_copy(update={"temperature": cfg.best_of_temperature})
+        samples = sample_best_of_n(model, prompt_set.records, prompts, sampling, prompt_set.rounds + 1, cfg.seed,
+                                   score_fn, model_config.canvas, cfg.batch_size)
+        metrics["compute"] = equal_compute(trace, samples, prompt_set.tags)
     figure = None
-    if prompt_set.suite == looped_set(sets).suite:
+    if looped:
         figure = str(report.loop_grid(trace, cfg.grid_rows, figure_dir / f"r3_loop_{shard.checkpoint}.png"))
     return ShardResult(metrics, time.perf_counter() - started, figure)
 
 
 def headline(metrics: dict) -> dict[str, float]:
     """Flat numbers per checkpoint for DVC / MLflow: round-0 accuracy per suite, accuracy after the R3 rounds,
-    finished rate, ITA, VQA."""
+    finished rate, ITA, VQA; where the equal-compute comparison ran, at its largest budget N: the mean images R3
+    generated, best-of-N and oracle best-of-N accuracy."""
     flat = {}
     rounds, scaling = metrics["max_rounds"], metrics["scaling_suite"]
     for name, result in metrics["checkpoints"].items():
@@ -232,6 +250,11 @@ def headline(metrics: dict) -> dict[str, float]:
             if suite == scaling and rounds > 0:
                 flat[f"{name}/{suite}_r{rounds}"] = by_round[-1]["overall"]
         flat[f"{name}/finished"] = result["scaling"][-1]["finished"]
+        if "compute" in result:
+            largest = result["compute"][-1]
+            flat[f"{name}/{scaling}_r{rounds}_images"] = largest["r3_images"]
+            flat[f"{name}/{scaling}_best_of_{largest['images']}"] = largest["best_of_n"]
+            flat[f"{name}/{scaling}_oracle_{largest['images']}"] = largest["oracle"]
         flat[f"{name}/ita"] = result["ita"]["overall"]
         flat[f"{name}/vqa"] = result["vqa"]["overall"]
     return flat
@@ -263,6 +286,8 @@ def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, P
         suites = {s.suite: by_shard[name, s.suite].metrics for s in sets}
         per_checkpoint[name] = {"generation": {suite: m["generation"] for suite, m in suites.items()},
                                 "scaling": suites[looped.suite]["scaling"], **by_shard[name, UNDERSTANDING].metrics}
+        if "compute" in suites[looped.suite]:
+            per_checkpoint[name]["compute"] = suites[looped.suite]["compute"]
         seconds[name] = sum(r.seconds for (n, _), r in by_shard.items() if n == name)
         loop_figures.append(Path(by_shard[name, looped.suite].figure))
     metrics: dict[str, Any] = {
@@ -278,6 +303,8 @@ def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, P
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots = report.write_plot_data(metrics, out_dir / "plots")
     figures = [report.scaling_figure(metrics, figure_dir / "scaling.png")]
+    if report.compute_rows(metrics):
+        figures.append(report.compute_figure(metrics, figure_dir / "compute.png"))
     for figure in loop_figures:
         if figure.parent.resolve() != figure_dir.resolve():
             shutil.copyfile(figure, figure_dir / figure.name)
@@ -290,6 +317,9 @@ def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, P
         "Generation scores: exact ShapeWorld verifier (strict)" + (", judge outside ShapeWorld." if cfg.judge else "."),
         "ITA / VQA: synth held-out tables.",
     ]
+    if report.compute_rows(metrics):
+        notes.append(f"Best-of-N: N independent samples per prompt (reasoning temperature {cfg.best_of_temperature}, "
+                     "own noise), picked by the model's own judge (ITA), or by the verifier (oracle).")
     report_path = out_dir / "report.md"
     report_path.write_text(report.render_report(metrics, figures, out_dir, notes) + "\n")
     return EvalResult(metrics, report_path, plots, figures, seconds)

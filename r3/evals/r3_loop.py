@@ -7,7 +7,8 @@ the scorer sees, so the model refines the image that was scored.
 
 Because every round's noise and text depend only on the row and the round, the first k rounds of a
 run with `max_rounds` > k are the run with `max_rounds` = k: one run gives the accuracy of every
-round budget 0..max_rounds.
+round budget 0..max_rounds. Each round records which rows got a new image (a row that stops, or stopped
+before, gets none), so the images a budget cost are counted, not assumed (`R3Trace.images_generated`).
 """
 
 from collections.abc import Callable, Sequence
@@ -37,6 +38,8 @@ class R3Round:
     """(N,) bool, the row answered the stop answer in this round or before."""
     scores: np.ndarray
     """(N,) float score of `images`."""
+    generated: np.ndarray
+    """(N,) bool, the row got a new image in this round: every row in round 0, the edited rows after."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,12 @@ class R3Trace:
         """(N,) bool: aligned (score 1) after `round`."""
         return self.rounds[round].scores >= 1.0
 
+    def images_generated(self, round: int) -> np.ndarray:
+        """(N,) int: images generated for each row in rounds 0..`round` (1 + the rounds it was edited in)."""
+        return np.sum([r.generated for r in self.rounds[: round + 1]], axis=0)
 
-def _pixels(images: np.ndarray) -> torch.Tensor:
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
 
@@ -96,7 +103,8 @@ def run_r3(
         generated.append(to_uint8(images))
     images = np.concatenate(generated)  # (N, H, W, 3)
     finished = np.zeros(n, dtype=bool)
-    rounds = [R3Round(images, reasoning, finished, np.asarray(score_fn(images, records), dtype=np.float64))]
+    scores = np.asarray(score_fn(images, records), dtype=np.float64)
+    rounds = [R3Round(images, reasoning, finished, scores, np.ones(n, dtype=bool))]
 
     for k in range(1, max_rounds + 1):
         previous = rounds[-1]
@@ -105,7 +113,7 @@ def run_r3(
         active = np.flatnonzero(~previous.finished)
         for start in range(0, len(active), batch_size):
             index = active[start : start + batch_size]
-            reflections = model.reflect(_pixels(previous.images[index]), [prompts[i] for i in index], greedy).texts
+            reflections = model.reflect(from_uint8(previous.images[index]), [prompts[i] for i in index], greedy).texts
             stop = np.array([r.strip() == STOP_ANSWER for r in reflections])
             for i, r in zip(index, reflections, strict=True):
                 texts[i] = r
@@ -114,14 +122,16 @@ def run_r3(
             if len(edit):
                 instructions = [r for r, s in zip(reflections, stop, strict=True) if not s]
                 noise = noise_for(edit, canvas, seed, k)
-                out = model.edit(_pixels(previous.images[edit]), instructions, sampling, noise=noise)
+                out = model.edit(from_uint8(previous.images[edit]), instructions, sampling, noise=noise)
                 images[edit] = to_uint8(out.images)
                 edited_rows.append(edit)
         scores = previous.scores.copy()
         edited = np.concatenate(edited_rows) if edited_rows else np.zeros(0, dtype=np.int64)
         if len(edited):
             scores[edited] = score_fn(images[edited], [records[i] for i in edited])
-        rounds.append(R3Round(images, texts, finished, scores))
+        generated = np.zeros(n, dtype=bool)
+        generated[edited] = True
+        rounds.append(R3Round(images, texts, finished, scores, generated))
     return R3Trace(prompts, records, rounds)
 
 

@@ -1,11 +1,12 @@
 """The evaluation report: Markdown tables laid out like the R3 paper's Tables 1-3, DVC plot data
-(CSV), the inference-time scaling figure and sample grids of the R3 loop.
+(CSV), the inference-time scaling and equal-compute figures and sample grids of the R3 loop.
 
 Everything here reads the metrics dict `r3.evals.evaluate` writes to metrics.json:
     {"suites": {suite: [tags]}, "scaling_suite": str, "max_rounds": int, "reference": str | None,
      "prompts": {suite: prompts evaluated},
      "checkpoints": {name: {"generation": {suite: [per-round {"overall", "per_tag"}]},
                             "scaling": [per-round rows of r3_loop.scaling_metrics],
+                            "compute": [per-budget rows of best_of_n.equal_compute] (where it ran),
                             "ita": {"overall", "per_tag": {"suite/tag": acc}, "n": rows},
                             "vqa": {"overall", "per_category": {category: acc}, "n": rows}}}}
 """
@@ -144,6 +145,25 @@ def scaling_table(metrics: dict) -> str:
     return markdown_table(["Model", "Rounds", "Accuracy", "Finished", "Improved", "Worse", "Unchanged"], rows)
 
 
+COMPUTE_METHODS = {"r3": "R3, ≤ N-1 rounds", "r3_images": "R3: images generated (mean)",
+                   "best_of_n": "best-of-N, own judge", "oracle": "best-of-N, oracle (verifier picks)"}
+"""The columns of an equal-compute row and their titles."""
+
+
+def compute_rows(metrics: dict) -> dict[str, list[dict]]:
+    """{checkpoint: its best_of_n.equal_compute rows} for the checkpoints the comparison ran on."""
+    return {name: r["compute"] for name, r in metrics["checkpoints"].items() if "compute" in r}
+
+
+def compute_table(metrics: dict) -> str:
+    """R3 against best-of-N per budget of N images per prompt: one line per checkpoint and method."""
+    curves = compute_rows(metrics)
+    budgets = [row["images"] for row in next(iter(curves.values()))]
+    rows = [[name, title] + [f"{row[method]:.2f}" if method == "r3_images" else f"{row[method]:.3f}" for row in curve]
+            for name, curve in curves.items() for method, title in COMPUTE_METHODS.items()]
+    return markdown_table(["Model", "Method", *(f"N = {n}" for n in budgets)], rows)
+
+
 def _headline_columns(metrics: dict) -> list[tuple[str, str, int]]:
     """(title, suite, round index) of the generation columns of the headline: round 0 of every suite, and the last
     round on the scaling suite."""
@@ -218,6 +238,11 @@ def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: 
     if metrics["max_rounds"] > 0:
         title = f"## Inference-time scaling on {suite_title(metrics['scaling_suite'])} (R3 loop, reflect-refine rounds)"
         parts += [title, "", scaling_table(metrics), ""]
+    if compute_rows(metrics):
+        title = f"## R3 against best-of-N at equal compute on {suite_title(metrics['scaling_suite'])} (strict accuracy)"
+        parts += [title, "", "N = images per prompt: best-of-N generates N and keeps one; R3 may generate N (one per "
+                  "round), fewer where the model stops, and the mean it generated is its own line.", "",
+                  compute_table(metrics), ""]
     for figure in figures:
         parts += [f"![{figure.stem}]({figure.relative_to(out_dir).as_posix()})", ""]
     return "\n".join(parts)
@@ -225,11 +250,13 @@ def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: 
 
 def write_plot_data(metrics: dict, plots_dir: Path) -> list[Path]:
     """DVC plot data, one column per checkpoint so that `dvc plots show` draws one series each:
-    scaling.csv (round, <checkpoint>...: accuracy after that many reflect-refine rounds) and
-    tags.csv (tag = suite/tag, <checkpoint>...: round-0 strict accuracy)."""
+    scaling.csv (round, <checkpoint>...: accuracy after that many reflect-refine rounds),
+    tags.csv (tag = suite/tag, <checkpoint>...: round-0 strict accuracy) and
+    compute.csv (images = budget N, <checkpoint>_<method>... of COMPUTE_METHODS; only `images` where the
+    equal-compute comparison did not run)."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     names = list(metrics["checkpoints"])
-    scaling_path, tags_path = plots_dir / "scaling.csv", plots_dir / "tags.csv"
+    scaling_path, tags_path, compute_path = plots_dir / "scaling.csv", plots_dir / "tags.csv", plots_dir / "compute.csv"
     with scaling_path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["round", *names])
@@ -242,7 +269,14 @@ def write_plot_data(metrics: dict, plots_dir: Path) -> list[Path]:
             for tag in tags:
                 per_tag = [metrics["checkpoints"][n]["generation"][suite][0]["per_tag"].get(tag) for n in names]
                 writer.writerow([f"{suite}/{tag}", *per_tag])
-    return [scaling_path, tags_path]
+    curves = compute_rows(metrics)
+    with compute_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["images", *(f"{name}_{method}" for name in curves for method in COMPUTE_METHODS)])
+        budgets = zip(*curves.values(), strict=True)
+        writer.writerows([per_name[0]["images"], *(row[m] for row in per_name for m in COMPUTE_METHODS)]
+                         for per_name in budgets)
+    return [scaling_path, tags_path, compute_path]
 
 
 def scaling_figure(metrics: dict, path: Path) -> Path:
@@ -262,6 +296,31 @@ def scaling_figure(metrics: dict, path: Path) -> Path:
         axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
     accuracy.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def compute_figure(metrics: dict, path: Path) -> Path:
+    """Strict accuracy against images generated per prompt, one panel per checkpoint: R3 at the mean number of
+    images it generated with up to N - 1 rounds, best-of-N (own judge) and the oracle best-of-N at N."""
+    curves = compute_rows(metrics)
+    figure = Figure(figsize=(4 * len(curves), 3.2), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(curves), squeeze=False)[0]
+    for axis, (name, curve) in zip(axes, curves.items(), strict=True):
+        budgets = [row["images"] for row in curve]
+        axis.plot([row["r3_images"] for row in curve], [row["r3"] for row in curve], marker="o", label="R3")
+        axis.plot(budgets, [row["best_of_n"] for row in curve], marker="s", label="best-of-N (own judge)")
+        axis.plot(budgets, [row["oracle"] for row in curve], marker="^", linestyle="--", label="oracle best-of-N")
+        axis.set_title(name)
+        axis.set_xlabel("images generated per prompt")
+        axis.set_xticks(budgets)
+        axis.set_ylim(-0.02, 1.02)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{suite_title(metrics['scaling_suite'])} strict accuracy")
+    axes[0].legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)

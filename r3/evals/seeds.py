@@ -1,11 +1,14 @@
-"""Seed view: every run of a seed sweep (`dvc exp run --queue -S base.seed=0,1,2 ...`) grouped by config.
+"""Seed view: every run of a seed sweep grouped by config. RL seeds share one SFT checkpoint
+(`dvc exp run --queue -S rl.seed=0,1,2 ...` reruns rl and evaluate only); an SFT seed is a whole pipeline
+(`-S base.seed=1`).
 
-A run is a row of r3.evals.compare ({"name", "params": {dotted key: value}, "metrics": {dotted key: value}}) whose
-metrics are data/evaluate/metrics.json flattened ("headline.rl/geneval_pp", "max_rounds", "checkpoints.rl.scaling").
-Its config is its params but base.seed; the config's label names the params that differ from the defaults
-(params.yaml), through LABELS where a known ablation has a name ("default" when nothing differs). The view is one
-record per config and seed (`seed_records`, reports/seeds.json) and a Markdown page of mean +- sd over seeds
-(`seeds_markdown`, reports/seeds.md).
+A run is a row of r3.evals.compare.rows_from_dvc ({"name", "params": {dotted key: value}, "metrics": {dotted key:
+value}}) with every DVC metrics file of the pipeline flattened under its path ("data/evaluate/metrics.json:
+headline.rl/geneval_pp", "data/rl/metrics.json:total_seconds"). Its config is its params but base.seed and rl.seed;
+the config's label names the params that differ from the defaults (params.yaml), through LABELS where a known
+ablation has a name ("default" when nothing differs). A run is one (config, sft_seed = base.seed, seed = the RL seed:
+rl.seed, or base.seed where rl.seed is null). The view is one record per run (`seed_runs`, reports/seeds.json) and
+a Markdown page of mean +- sd over RL seeds (`seeds_markdown`, reports/seeds.md).
 """
 
 import json
@@ -14,15 +17,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from r3 import paths
+
 SEED = "base.seed"
+RL_SEED = "rl.seed"
 DEFAULT = "default"
-METRICS = ("sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval_pp_r3", "rl/geneval", "sft/geneval",
-           "rl/ita", "sft/ita", "rl/vqa", "sft/vqa")
-"""The figures of a seed record, keyed as evaluate's headline; `_r3` = after evaluate.max_rounds reflect-refine
-rounds, whatever that number is."""
+EVALUATE = f"{paths.EVALUATE_METRICS}:"
+"""The prefix of evaluate's metrics in a row."""
+METRICS = ("sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval", "rl/geneval", "sft/ita", "rl/ita",
+           "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds")
+"""The figures of a seed record: evaluate's headline keys (`_r3` = after evaluate.max_rounds reflect-refine rounds,
+whatever that number is), but those of SOURCES."""
+SOURCES = {
+    "rl/render_fidelity": f"{paths.RL_METRICS}:headline.render_fidelity",
+    "rl/editing": f"{paths.RL_METRICS}:headline.editing",
+    "sft/editing": f"{paths.SFT_METRICS}:headline.editing",
+    "rl_seconds": f"{paths.RL_METRICS}:total_seconds",
+}
+"""Figures that evaluate does not measure: the training stages' held-out view (r3.train.heldout_view.skill_headline)
+and the rl stage's wall time (training, final held-out check and saving)."""
 LABELS = {
     "rl.refine_steps=0": "reason-only",
-    "rl.reward.name=none": "control-no-reward",
+    "rl.reward.name=none": "control",
     "rl.w_image=0+rl.w_text=0": "control-replay-only",
     "rl.replay_weight=0": "no-replay",
     "rl.kl=false": "no-kl",
@@ -55,9 +71,10 @@ def param_text(value: Any) -> str:
 
 
 def overrides(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, str]:
-    """{key: value text} of the params but base.seed whose value differs from (or is missing in) the defaults."""
+    """{key: value text} of the params but the seeds (base.seed, rl.seed) whose value differs from (or is missing in)
+    the defaults."""
     return {key: param_text(value) for key, value in sorted(params.items())
-            if key != SEED and (key not in defaults or param_text(value) != param_text(defaults[key]))}
+            if key not in (SEED, RL_SEED) and (key not in defaults or param_text(value) != param_text(defaults[key]))}
 
 
 def parse_label(spec: str) -> tuple[str, str]:
@@ -78,44 +95,63 @@ def config_label(changed: Mapping[str, str], labels: Mapping[str, str] = LABELS)
     return labels.get("+".join(each)) or "+".join(labels.get(item, item) for item in each)
 
 
+def run_identity(params: Mapping[str, Any], defaults: Mapping[str, Any],
+                 labels: Mapping[str, str] = LABELS) -> tuple[str, int, int]:
+    """(config, sft_seed, seed) of a run with base.seed: its config label, base.seed, and the RL seed: rl.seed, or
+    base.seed where rl.seed is null ("None" in MLflow) or missing (runs from before the param)."""
+    sft_seed = int(params[SEED])
+    rl_seed = params.get(RL_SEED)
+    seed = sft_seed if param_text(rl_seed) == "null" else int(rl_seed)
+    return config_label(overrides(params, defaults), labels), sft_seed, seed
+
+
+def figure(metrics: Mapping[str, Any], key: str) -> Any:
+    """A figure of METRICS from a run's metrics (rows_from_dvc's '<file>:'-prefixed keys), None where it lacks one."""
+    if key in SOURCES:
+        return metrics.get(SOURCES[key])
+    if key.endswith("_r3"):
+        key = key.removesuffix("_r3") + f"_r{metrics.get(f'{EVALUATE}max_rounds')}"
+    return metrics.get(f"{EVALUATE}headline.{key}")
+
+
 @dataclass(frozen=True)
 class SeedRun:
-    """One (config, seed) of the sweep."""
+    """One (config, sft_seed, seed) of the sweep."""
 
     name: str
     """The experiment (or baseline commit) it comes from."""
     config: str
+    sft_seed: int
+    """base.seed: the seed of the SFT checkpoint (and of the stages before it)."""
     seed: int
+    """The RL seed (rl.seed, else base.seed)."""
     record: dict[str, Any]
-    """{"config", "seed", *METRICS}: the figures, None where the run's metrics lack one."""
+    """{"config", "seed", "sft_seed", *METRICS}: the figures, None where the run's metrics lack one."""
     scaling: dict[str, list[dict[str, float]]]
     """{checkpoint: per-round r3_loop.scaling_metrics rows} for the checkpoints of CHECKPOINTS the run has."""
 
 
 def seed_runs(rows: Sequence[dict[str, Any]], defaults: Mapping[str, Any],
               labels: Mapping[str, str] = LABELS) -> tuple[list[SeedRun], list[str]]:
-    """The runs with a seed and evaluate headline, one per (config, seed): the first row wins (give experiments
-    before baselines); also the names of the rows left out as repeats of an earlier (config, seed)."""
+    """The runs with base.seed and an evaluate headline, one per (config, sft_seed, seed): the first row wins (give
+    experiments before baselines); also the names of the rows left out as repeats of an earlier one."""
     runs, repeats, seen = [], [], set()
     for row in rows:
         metrics = row["metrics"]
-        if SEED not in row["params"] or not any(key.startswith("headline.") for key in metrics):
+        if SEED not in row["params"] or not any(key.startswith(f"{EVALUATE}headline.") for key in metrics):
             continue
-        config, seed = config_label(overrides(row["params"], defaults), labels), int(row["params"][SEED])
-        if (config, seed) in seen:
+        identity = run_identity(row["params"], defaults, labels)
+        if identity in seen:
             repeats.append(row["name"])
             continue
-        seen.add((config, seed))
-        rounds = metrics.get("max_rounds")
-        record: dict[str, Any] = {"config": config, "seed": seed}
-        for key in METRICS:
-            source = key.removesuffix("_r3") + f"_r{rounds}" if key.endswith("_r3") else key
-            record[key] = metrics.get(f"headline.{source}")
-        scaling = {name: metrics[f"checkpoints.{name}.scaling"] for name in CHECKPOINTS
-                   if f"checkpoints.{name}.scaling" in metrics}
-        runs.append(SeedRun(row["name"], config, seed, record, scaling))
-    order = sorted({run.config for run in runs}, key=lambda c: (c != DEFAULT, c))
-    runs.sort(key=lambda run: (order.index(run.config), run.seed))
+        seen.add(identity)
+        config, sft_seed, seed = identity
+        record = {"config": config, "seed": seed, "sft_seed": sft_seed,
+                  **{key: figure(metrics, key) for key in METRICS}}
+        scaling = {name: metrics[f"{EVALUATE}checkpoints.{name}.scaling"] for name in CHECKPOINTS
+                   if f"{EVALUATE}checkpoints.{name}.scaling" in metrics}
+        runs.append(SeedRun(row["name"], config, sft_seed, seed, record, scaling))
+    runs.sort(key=lambda run: (run.config != DEFAULT, run.config, run.sft_seed, run.seed))
     return runs, repeats
 
 
@@ -132,15 +168,30 @@ def spread_text(values: Sequence[float], digits: int = 3) -> str:
     return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def by_config(runs: Sequence[SeedRun]) -> dict[str, list[SeedRun]]:
-    grouped: dict[str, list[SeedRun]] = {}
+def by_group(runs: Sequence[SeedRun]) -> dict[tuple[str, int], list[SeedRun]]:
+    """Runs by (config, sft_seed), in run order: the runs of a group differ only in the RL seed."""
+    grouped: dict[tuple[str, int], list[SeedRun]] = {}
     for run in runs:
-        grouped.setdefault(run.config, []).append(run)
+        grouped.setdefault((run.config, run.sft_seed), []).append(run)
     return grouped
 
 
 def _values(runs: Sequence[SeedRun], key: str) -> list[float]:
     return [run.record[key] for run in runs if run.record[key] is not None]
+
+
+def _digits(key: str) -> int:
+    return 0 if key == "rl_seconds" else 3
+
+
+def _differences(runs: Sequence[SeedRun], minuend: str, subtrahend: str) -> dict[int, float]:
+    """{RL seed: minuend - subtrahend} over the runs that have both figures."""
+    return {run.seed: run.record[minuend] - run.record[subtrahend] for run in runs
+            if run.record[minuend] is not None and run.record[subtrahend] is not None}
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    return ", ".join(str(seed) for seed in seeds)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -152,7 +203,9 @@ class RewardTrend:
     """Training reward of one RL run at its start and end (mean over the first / last `window` reason steps)."""
 
     config: str
+    sft_seed: int
     seed: int
+    """The RL seed."""
     initial: float
     final: float
 
@@ -174,80 +227,108 @@ def reward_trend(history: Sequence[Mapping[str, float]], key: str, window: int) 
 
 
 def trend_lines(trends: Sequence[RewardTrend], key: str, window: int) -> list[str]:
-    """Per-config start, end and rise of the training reward, per seed, and each config's rise against the
-    default's: the difference of mean rises set against 2 sd (the larger sd of the two over seeds)."""
-    grouped: dict[str, list[RewardTrend]] = {}
-    for trend in sorted(trends, key=lambda t: (t.config != DEFAULT, t.config, t.seed)):
-        grouped.setdefault(trend.config, []).append(trend)
-    rows = [[config, ", ".join(str(t.seed) for t in group), spread_text([t.initial for t in group]),
+    """Start, end and rise of the training reward per config and SFT seed over RL seeds, per run, and each config's
+    rise against the default's from the same SFT checkpoint: the difference of mean rises set against 2 sd (the
+    larger sd of the two over RL seeds)."""
+    grouped: dict[tuple[str, int], list[RewardTrend]] = {}
+    for trend in sorted(trends, key=lambda t: (t.config != DEFAULT, t.config, t.sft_seed, t.seed)):
+        grouped.setdefault((trend.config, trend.sft_seed), []).append(trend)
+    rows = [[config, str(sft_seed), _seeds([t.seed for t in group]), spread_text([t.initial for t in group]),
              spread_text([t.final for t in group]), spread_text([t.rise for t in group])]
-            for config, group in grouped.items()]
+            for (config, sft_seed), group in grouped.items()]
     lines = [f"## Training reward (`{key}`, mean of the first / last {window} reason steps of each RL run)", "",
-             *_table(["Config", "Seeds", "Start", "End", "Rise"], rows), ""]
-    lines += _table(["Config", "Seed", "Start", "End", "Rise"],
-                    [[t.config, str(t.seed), f"{t.initial:.3f}", f"{t.final:.3f}", f"{t.rise:+.3f}"]
+             *_table(["Config", "SFT seed", "RL seeds", "Start", "End", "Rise"], rows), ""]
+    lines += _table(["Config", "SFT seed", "Seed", "Start", "End", "Rise"],
+                    [[t.config, str(t.sft_seed), str(t.seed), f"{t.initial:.3f}", f"{t.final:.3f}", f"{t.rise:+.3f}"]
                      for group in grouped.values() for t in group])
     lines.append("")
-    default = grouped.get(DEFAULT)
-    for config, group in grouped.items():
+    for (config, sft_seed), group in grouped.items():
+        default = grouped.get((DEFAULT, sft_seed))
         if config == DEFAULT or default is None or len(group) < 2 or len(default) < 2:
             continue
         (mean_d, sd_d), (mean_c, sd_c) = mean_sd([t.rise for t in default]), mean_sd([t.rise for t in group])
         difference, bound = mean_d - mean_c, 2 * max(sd_d, sd_c)
         verdict = "more than" if difference > bound else "not more than"
-        lines.append(f"- {DEFAULT} rises {mean_d:+.3f} ± {sd_d:.3f}, {config} {mean_c:+.3f} ± {sd_c:.3f}: the "
-                     f"difference {difference:+.3f} is {verdict} 2 sd ({bound:.3f}).")
+        lines.append(f"- SFT seed {sft_seed}: {DEFAULT} rises {mean_d:+.3f} ± {sd_d:.3f}, {config} {mean_c:+.3f} ± "
+                     f"{sd_c:.3f}: the difference {difference:+.3f} is {verdict} 2 sd ({bound:.3f}).")
     return lines
+
+
+def gain_lines(runs: Sequence[SeedRun]) -> list[str]:
+    """Per config and SFT seed: RL minus SFT GenEval++ strict and the R3 rounds' gain after RL
+    (rl/geneval_pp_r3 - rl/geneval_pp), as mean ± sd over RL seeds and per seed."""
+    rows = []
+    for (config, sft_seed), group in by_group(runs).items():
+        cells = [str(sft_seed)]
+        for minuend, subtrahend in (("rl/geneval_pp", "sft/geneval_pp"), ("rl/geneval_pp_r3", "rl/geneval_pp")):
+            gains = _differences(group, minuend, subtrahend)
+            cells += [spread_text(list(gains.values())),
+                      ", ".join(f"{seed}: {gain:+.3f}" for seed, gain in gains.items()) or "-"]
+        rows.append([config, *cells])
+    return ["## Gains (GenEval++ strict)", "",
+            *_table(["Config", "SFT seed", "RL − SFT", "RL − SFT per seed", "R3 rounds after RL",
+                     "R3 rounds per seed"], rows)]
 
 
 def seeds_markdown(runs: Sequence[SeedRun], trends: Sequence[RewardTrend] = (), trend_key: str = "",
                    trend_window: int = 0, repeats: Sequence[str] = ()) -> str:
-    """reports/seeds.md: Table 1-style rows (SFT, then RL of each config) as mean ± sd over seeds, every figure per
-    config, the per-seed table, scaling over rounds per config, and the training-reward trends when given."""
+    """reports/seeds.md: Table 1-style rows (SFT per SFT seed, then RL per config and SFT seed as mean ± sd over RL
+    seeds), every figure per config, the per-seed table, the gains, scaling over rounds per config, and the
+    training-reward trends when given."""
     if not runs:
         raise ValueError("seeds_markdown: no runs with an evaluate headline")
-    grouped = by_config(runs)
-    sft_runs = grouped.get(DEFAULT, runs)
-    sft_from = DEFAULT if DEFAULT in grouped else "every config"
+    grouped = by_group(runs)
+    by_sft: dict[int, list[SeedRun]] = {}
+    for run in sorted(runs, key=lambda r: r.sft_seed):
+        by_sft.setdefault(run.sft_seed, []).append(run)
     columns = [("GenEval++", "geneval_pp"), ("GenEval++ + R3", "geneval_pp_r3"), ("GenEval", "geneval"),
-               ("ITA", "ita"), ("VQA", "vqa")]
-    table1 = [["SFT", ", ".join(str(s) for s in sorted({r.seed for r in sft_runs})),
-               *(spread_text(_values(sft_runs, f"sft/{key}")) for _, key in columns)]]
-    table1 += [[f"RL ({config})", ", ".join(str(r.seed) for r in group),
-                *(spread_text(_values(group, f"rl/{key}")) for _, key in columns)]
-               for config, group in grouped.items()]
+               ("ITA", "ita"), ("VQA", "vqa"), ("Editing", "editing"), ("Render fidelity", "render_fidelity")]
+
+    def cells(group: Sequence[SeedRun], checkpoint: str) -> list[str]:
+        return [spread_text(_values(group, f"{checkpoint}/{key}")) if f"{checkpoint}/{key}" in METRICS else "-"
+                for _, key in columns]
+
+    table1 = [["SFT", str(sft_seed), "-", *cells(group, "sft")] for sft_seed, group in by_sft.items()]
+    table1 += [[f"RL ({config})", str(sft_seed), _seeds([r.seed for r in group]), *cells(group, "rl")]
+               for (config, sft_seed), group in grouped.items()]
     lines = ["# Seeds", "",
-             "Mean ± sample sd over seeds (one evaluation per seed; its own 95% intervals are in each run's "
-             "data/evaluate/report.md). Configs are labelled by the params that differ from params.yaml.", "",
-             f"## Table 1-style: SFT (from {sft_from}) and RL per config", "",
-             *_table(["Model", "Seeds", *(title for title, _ in columns)], table1), "",
+             "Mean ± sample sd over RL seeds from one SFT checkpoint (one evaluation per run; its own 95% intervals "
+             "are in each run's data/evaluate/report.md); an SFT row is its checkpoint as every run from it "
+             "evaluated it (SFT after the R3 rounds: the scaling table). Configs are labelled by the params that "
+             "differ from params.yaml; the SFT seed is base.seed, the seed the RL seed (rl.seed, else base.seed). "
+             "rl_seconds: the rl stage's wall time.", "",
+             "## Table 1-style: SFT per SFT seed and RL per config", "",
+             *_table(["Model", "SFT seed", "RL seeds", *(title for title, _ in columns)], table1), "",
              "## Every figure per config", ""]
-    lines += _table(["Config", "Seeds", *METRICS],
-                    [[config, str(len(group)), *(spread_text(_values(group, key)) for key in METRICS)]
-                     for config, group in grouped.items()])
+    lines += _table(["Config", "SFT seed", "RL seeds", *METRICS],
+                    [[config, str(sft_seed), _seeds([r.seed for r in group]),
+                      *(spread_text(_values(group, key), _digits(key)) for key in METRICS)]
+                     for (config, sft_seed), group in grouped.items()])
     lines += ["", "## Per seed", ""]
-    lines += _table(["Config", "Seed", "Run", *METRICS],
-                    [[run.config, str(run.seed), run.name,
-                      *("-" if run.record[key] is None else f"{run.record[key]:.3f}" for key in METRICS)]
+    lines += _table(["Config", "SFT seed", "Seed", "Run", *METRICS],
+                    [[run.config, str(run.sft_seed), str(run.seed), run.name,
+                      *("-" if run.record[key] is None else f"{run.record[key]:.{_digits(key)}f}" for key in METRICS)]
                      for run in runs])
+    lines += ["", *gain_lines(runs)]
     lines += ["", "## Table 3-style scaling (R3 loop after 0..max rounds; improved / worse: rows whose score "
               "rose / fell in that round)", ""]
     scaling_rows = []
-    for config, group in grouped.items():
+    for (config, sft_seed), group in grouped.items():
         for checkpoint in CHECKPOINTS:
             per_seed = [run.scaling[checkpoint] for run in group if checkpoint in run.scaling]
             for k in range(min((len(rows) for rows in per_seed), default=0)):
-                scaling_rows.append([config, checkpoint, str(k), str(len(per_seed)),
+                scaling_rows.append([config, str(sft_seed), checkpoint, str(k), str(len(per_seed)),
                                      *(spread_text([rows[k][m] for rows in per_seed])
                                        for m in ("accuracy", "finished")),
                                      *(spread_text([rows[k][m] for rows in per_seed], digits=1)
                                        for m in ("improved", "worse"))])
-    lines += _table(["Config", "Checkpoint", "Rounds", "Seeds", "Accuracy", "Finished", "Improved", "Worse"],
-                    scaling_rows)
+    lines += _table(["Config", "SFT seed", "Checkpoint", "Rounds", "Runs", "Accuracy", "Finished", "Improved",
+                     "Worse"], scaling_rows)
     if trends:
         lines += ["", *trend_lines(trends, trend_key, trend_window)]
     if repeats:
-        lines += ["", f"Left out as repeats of an earlier run of the same config and seed: {', '.join(repeats)}."]
+        lines += ["", "Left out as repeats of an earlier run of the same config, SFT seed and seed: "
+                      f"{', '.join(repeats)}."]
     return "\n".join(lines).rstrip() + "\n"
 
 

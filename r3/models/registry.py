@@ -97,3 +97,16 @@ def load_checkpoint(directory: str | Path, expected: ModelConfig | None = None) 
         raise
     except (ValueError, OSError, SafetensorError, RuntimeError) as error:
         raise InputError(f"{directory}: checkpoint does not load ({_first_line(error)}); {REBUILD}") from None
+
+
+def load_init(directory: str | Path, expected: ModelConfig | None = None) -> TrainableUnifiedModel:
+    """load_checkpoint for a checkpoint that training starts from: a tiny one extended to the world's whole
+    vocabulary (TinyUnifiedModel.with_vocabulary; models/base predates the GenEval++ words), so that every prompt
+    word can be learnt."""
+    model = load_checkpoint(directory, expected)
+    if not isinstance(model, TinyUnifiedModel):
+        return model
+    try:
+        return model.with_vocabulary(vocabulary())
+    except ValueError as error:
+        raise InputError(f"{directory}: {error}; {REBUILD}") from None

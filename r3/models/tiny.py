@@ -40,7 +40,19 @@ from r3.models.interface import (
     TextSample,
 )
 from r3.models.sampling import decode_tokens, sample_images, starting_latents, timesteps
-from r3.models.tokenizer import BOS, EOS, IMAGE, NO, PATCH, SEP, SPECIAL_TOKENS, TASK_TOKENS, YES, encode_words
+from r3.models.tokenizer import (
+    BOS,
+    EOS,
+    IMAGE,
+    NO,
+    PATCH,
+    SEP,
+    SPECIAL_TOKENS,
+    TASK_TOKENS,
+    YES,
+    build_tokenizer,
+    encode_words,
+)
 from r3.world import codec
 from r3.world.scene import GRID, MIN_CANVAS, cell_of, check_canvas
 
@@ -491,4 +503,22 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
             raise ValueError(f"weights in {directory} do not fit its config/tokenizer (mismatching: {wrong[:3]})")
         model.load_state_dict(state)
         return model
+
+    def with_vocabulary(self, words: Sequence[str]) -> "TinyUnifiedModel":
+        """This model over build_tokenizer(words), a vocabulary that extends its own at the end (for a checkpoint
+        saved before words were added, like models/base): known words keep their ids and weights, new words get
+        freshly initialised embedding and output rows. ValueError if `words` would renumber a known word."""
+        tokenizer = build_tokenizer(words)
+        known, extended = self.tokenizer.get_vocab(), tokenizer.get_vocab()
+        renumbered = sorted(w for w, i in known.items() if extended.get(w) != i)
+        if renumbered:
+            raise ValueError(f"the vocabulary does not extend the model's at its end (it renumbers {renumbered[:3]})")
+        if len(extended) == len(known):
+            return self
+        grown = TinyUnifiedModel(self.config, tokenizer).to(self.device)
+        state, fresh = self.state_dict(), grown.state_dict()
+        for name in ("lm.model.embed_tokens.weight", "lm.lm_head.weight"):
+            state[name] = torch.cat([state[name], fresh[name][len(known) :]])  # (V_new, D)
+        grown.load_state_dict(state)
+        return grown
 

@@ -1,8 +1,8 @@
 """Word-level tokenizer of the tiny model: the world's vocabulary plus the special tokens of the sequence layout.
 
 Text is lower-cased and split on whitespace and punctuation; a word outside the vocabulary becomes `<unk>`, so any
-text encodes ("A photo of 3 circles." -> `a <unk> <unk> <unk> circles <unk>`). Decoding joins words with single
-spaces.
+text encodes (over the ShapeWorld vocabulary "A picture of 3 circles." -> `a <unk> of <unk> circles <unk>`).
+Decoding joins words with single spaces.
 """
 
 from collections.abc import Sequence

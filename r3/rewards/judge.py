@@ -1,7 +1,7 @@
 """VLM-judge reward: a vision-language model behind an OpenAI-compatible endpoint checks the image.
 
 The judge is asked the checklist the ShapeWorld verifier checks (objects with counts, colours,
-sizes, relations, from the prompt record) and answers JSON:
+sizes, relations, GenEval++'s regions and relative sizes, from the prompt record) and answers JSON:
     {"facts": [{"fact": "...", "holds": true}, ...], "aligned": true}
 strict = 1 iff every asked fact holds; partial = fraction of asked facts that hold. The facts
 decide; "aligned" is requested (it makes the model commit) but not trusted over them.
@@ -36,6 +36,7 @@ from PIL import Image
 
 from r3.errors import InputError
 from r3.rewards.inputs import check_batch
+from r3.world.verifier import descriptor
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 JUDGE_FIX = "check the judge's url and model in params and that its server is up"
+
+REGION_PARTS = {"left": "left", "right": "right", "above": "top", "below": "bottom"}
+"""The part of the image each GenEval++ region names, in the benchmark's checklist wording ("located in the left
+part of the image"; its "above" / "below" read as top / bottom)."""
 
 
 class JudgeUnavailableError(InputError, RuntimeError):
@@ -54,21 +59,20 @@ def _plural(word: str) -> str:
 
 
 def _describe(entry: dict[str, Any], count: int) -> str:
-    """'2 small red circles' style phrase for a GenEval include/exclude entry."""
+    """'2 small red circles' style phrase for a GenEval include/exclude entry (a relative size is a fact of its own,
+    not a word of the phrase)."""
     noun = str(entry["class"]) if count == 1 else _plural(str(entry["class"]))
-    words = [str(entry[key]) for key in ("size", "color") if entry.get(key)]
-    return " ".join([*words, noun])
-
-
-def _same_kind(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(key) == b.get(key) for key in ("class", "color", "size"))
+    _, color, size = descriptor(entry)
+    return " ".join([*(str(w) for w in (size, color) if w), noun])
 
 
 def checklist(record: dict[str, Any]) -> list[str]:
     """The facts a record asserts, one sentence each (GenEval count semantics).
 
-    include {class, count, color?, size?, position?: [relation, index]}: at least `count`
-    matching objects, each standing in `relation` to the objects of include[index];
+    include {class, count, color?, size?, position?: [relation, index], region?}: at least `count`
+    matching objects, each standing in `relation` to the objects of include[index], each located in
+    its region's part of the image (REGION_PARTS), and with `size: larger`, each larger than each object
+    of every include with `size: smaller` (one fact per such pair);
     exclude {class, count, ...}: fewer than `count` matching objects. An exclude of count + 1
     of the same kind as an include (how ShapeWorld writes exact counts) merges into "exactly".
     """
@@ -77,7 +81,8 @@ def checklist(record: dict[str, Any]) -> list[str]:
     facts: list[str] = []
     for inc in includes:
         count = int(inc.get("count", 1))
-        exact = next((ex for ex in excludes if _same_kind(ex, inc) and int(ex["count"]) == count + 1), None)
+        exact = next((ex for ex in excludes if descriptor(ex) == descriptor(inc) and int(ex["count"]) == count + 1),
+                     None)
         if exact is not None:
             excludes.remove(exact)
         quantifier = "exactly" if exact is not None else "at least"
@@ -85,6 +90,11 @@ def checklist(record: dict[str, Any]) -> list[str]:
         if inc.get("position"):
             relation, index = inc["position"]
             facts.append(f"each {_describe(inc, 1)} is {relation} each {_describe(includes[int(index)], 1)}")
+        if inc.get("region"):
+            facts.append(f"each {_describe(inc, 1)} is located in the {REGION_PARTS[inc['region']]} part of the image")
+        if inc.get("size") == "larger":
+            facts += [f"each {_describe(inc, 1)} is larger than each {_describe(other, 1)}"
+                      for other in includes if other.get("size") == "smaller"]
     for ex in excludes:
         count = int(ex["count"])
         if count == 1:

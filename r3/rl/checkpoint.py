@@ -64,11 +64,12 @@ def make_optimizer(policy: TrainableUnifiedModel, cfg: RlConfig) -> torch.optim.
 def fresh_state(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, rank: int = 0,
                 device: torch.device | None = None) -> TrainerState:
     """Step 0 of process `rank`, the policy loaded from `init_checkpoint` onto `device`."""
-    torch.manual_seed(base.seed + rank)
-    random.seed(base.seed + rank)
+    seed = cfg.rl_seed(base)
+    torch.manual_seed(seed + rank)
+    random.seed(seed + rank)
     policy = load_checkpoint(init_checkpoint).to(device)
-    rng = np.random.default_rng(rank_seed_words([base.seed, 4], rank))
-    generator = torch.Generator().manual_seed(base.seed + 4 + rank)
+    rng = np.random.default_rng(rank_seed_words([seed, 4], rank))
+    generator = torch.Generator().manual_seed(seed + 4 + rank)
     return TrainerState(0, policy, make_optimizer(policy, cfg), rng, generator, RolloutBuffer(cfg.buffer_capacity), [])
 
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from r3.config import Config
+from r3.config import BaseConfig, Config
 from r3.models.interface import SamplingConfig
 from r3.rewards.base import RewardConfig
 from r3.rl.rollout import RolloutSettings
@@ -17,11 +17,15 @@ class RlConfig(Config):
 
     steps: int = Field(400, ge=1)
     """Training steps (reason and refine steps together)."""
+    seed: int | None = None
+    """Seed of the stage's random streams (prompt and node draws, rollout noise); null = base.seed. Held-out checks
+    keep base.seed's noise, so RL seeds from one SFT checkpoint differ only in training
+    (`dvc exp run -S rl.seed=1` reruns rl and evaluate only)."""
     group_size: int = Field(8, ge=2)
     """G: samples per group (one prompt or node, one noise, one SDE step index)."""
-    prompts_per_step: int = Field(2, ge=1)
+    prompts_per_step: int = Field(16, ge=1)
     """Groups (train prompts) per reason step."""
-    nodes_per_step: int = Field(2, ge=1)
+    nodes_per_step: int = Field(16, ge=1)
     """Groups (buffer nodes) per reflect-refine step."""
     reason_steps: int = Field(1, ge=1)
     """Reason steps per cycle."""
@@ -48,15 +52,18 @@ class RlConfig(Config):
     """Weight of the image loss in the total loss."""
     normalize_std: bool = False
     """Divide group advantages by the group's reward std (the textbook: mean-centring only; docs/method.md)."""
+    drop_equal_groups: bool = True
+    """Leave groups whose rewards are all equal (all-zero advantages) out of the loss, and skip the optimizer step
+    when no group is left (textbook: keep them; docs/method.md, Departures)."""
     eta_reason: float = Field(0.7, gt=0)
     """SDE noise scale `a` of reason-step image sampling."""
     eta_refine: float = Field(1.0, gt=0)
     """SDE noise scale `a` of refine-step (editing) sampling."""
-    sample_steps: int = Field(16, ge=2)
-    """Flow-integration steps of rollout images (one of them stochastic)."""
+    sample_steps: int = Field(4, ge=2)
+    """Flow-integration steps of rollout images (one of them stochastic); held-out checks use eval_sampling."""
     timestep_shift: float = Field(1.0, gt=0)
     """SD3 time shift of the rollout schedule."""
-    cfg_scale: float = Field(3.0, ge=0)
+    cfg_scale: float = Field(1.0, ge=0)
     """Classifier-free guidance of rollout images (re-applied identically in the loss)."""
     temperature: float = Field(1.0, gt=0)
     """Text sampling temperature of reasoning and reflections (> 0: RL needs exploration)."""
@@ -64,14 +71,14 @@ class RlConfig(Config):
     """Nucleus sampling of rollout texts."""
     max_new_tokens: int = Field(48, ge=1)
     """Longest reasoning or reflection a rollout writes."""
-    lr: float = Field(2e-4, gt=0)
+    lr: float = Field(5e-5, gt=0)
     """Constant AdamW learning rate."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     grad_clip: float = Field(1.0, gt=0)
     """Global gradient-norm clip."""
-    reward: RewardConfig = RewardConfig(name="verifier", params={"mode": "partial"})
-    """Alignment reward r (partial credit: docs/method.md, Departures)."""
+    reward: RewardConfig = RewardConfig(name="verifier", params={"mode": "strict"})
+    """Alignment reward r (the exact verifier's strict 0/1 verdict: docs/method.md, Departures)."""
     checkpoint_every: int = Field(50, ge=1)
     """Steps between resume checkpoints."""
     reasoning_format: Literal["parses", "satisfies"] = "parses"
@@ -103,6 +110,10 @@ class RlConfig(Config):
     eval_sampling: SamplingConfig = SamplingConfig()
     """ODE sampling of held-out metrics; keep it equal to the SFT stage's so the numbers compare."""
 
+    def rl_seed(self, base: BaseConfig) -> int:
+        """The seed of the stage's random streams: `seed`, else base.seed."""
+        return base.seed if self.seed is None else self.seed
+
     @model_validator(mode="after")
     def _consistent(self) -> "RlConfig":
         if self.eval_sampling.sde_steps:
@@ -117,4 +128,5 @@ class RlConfig(Config):
         text = SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
         image = SamplingConfig(steps=self.sample_steps, timestep_shift=self.timestep_shift, cfg_scale=self.cfg_scale)
         return RolloutSettings(self.group_size, text, image, self.eta_reason, self.eta_refine, self.normalize_std,
-                               self.reasoning_format, self.wrong_stop_delta, self.refine_image_baseline)
+                               self.reasoning_format, self.wrong_stop_delta, self.refine_image_baseline,
+                               self.drop_equal_groups)

@@ -20,7 +20,7 @@ recomputes log-probs with grad.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,12 +28,12 @@ import torch
 from torch import Tensor
 
 from r3.evals.heldout import to_uint8
-from r3.models.interface import SamplingConfig, SdeTransitions, TextSample, TrainableUnifiedModel
+from r3.models.interface import ImageCondition, SamplingConfig, SdeTransitions, TextQuery, TextSample, TrainableUnifiedModel
 from r3.rewards.base import Reward, score_with_components
 from r3.rl.advantages import group_advantages
 from r3.rl.buffer import Node
 from r3.rl.schedule import StepKind
-from r3.rl.stage_rewards import is_perfect, reason_rewards, refine_rewards
+from r3.rl.stage_rewards import PERFECT_TOL, is_perfect, reason_rewards, refine_rewards
 from r3.world.edits import STOP_ANSWER
 from r3.world.layout import layout_satisfies, parse_layout
 from r3.world.scene import COLORS, GRID, SHAPES, SIZES
@@ -61,6 +61,8 @@ class RolloutSettings:
     """Refine delta of a child that stops on an imperfect node (textbook: 0)."""
     refine_image_baseline: str = "group"
     """Baseline of refine image advantages: the whole group ("group", textbook) or the edited children only."""
+    drop_equal_groups: bool = False
+    """Leave groups whose rewards are all equal (zero advantages) out of the loss (textbook: keep them)."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,51 @@ class Rollouts:
     image_advantages: Tensor
     """(B_img,) advantages of the generated images."""
     image_mask: Tensor
-    """(B_img,) 1 for images that enter the image loss, 0 for a refine step's placeholder edit."""
+    """(B_img,) 1 for images that enter the image loss; 0 for a refine step's placeholder edit and, with
+    drop_equal_groups, for images of groups whose image rewards are all equal."""
+    text_mask: Tensor
+    """(B,) 1 for texts that enter the text loss; 0, with drop_equal_groups, for texts of groups whose text rewards
+    are all equal."""
     stats: dict[str, float]
     """Rewards and timings, namespaced metric keys."""
+
+
+def informative(rewards: Tensor, drop_equal_groups: bool) -> Tensor:
+    """(N G,) float, 1 for the members of groups that carry a learning signal, 0 for the others.
+
+    rewards: (N, G). A group whose rewards are all equal has all-zero advantages: its policy-gradient term is 0 and
+    what it would add to the update is its KL pull and, through the per-token mean, a smaller step for the others.
+    Without drop_equal_groups every member counts.
+    """
+    spread = rewards.max(dim=1).values - rewards.min(dim=1).values  # (N,)
+    keep = spread > PERFECT_TOL if drop_equal_groups else torch.ones_like(spread, dtype=torch.bool)  # (N,)
+    return keep.float().repeat_interleave(rewards.shape[1])  # (N G,)
+
+
+def loss_rows(mask: Tensor) -> Tensor:
+    """(R,) int64 rows of a batch that enter the loss: where mask > 0, or row 0 alone (a placeholder the caller's
+    all-zero mask keeps out of the loss) when none does, so every step runs the same blocks (FSDP)."""
+    rows = (mask > 0).nonzero().flatten()
+    return rows if len(rows) else torch.zeros(1, dtype=torch.long)
+
+
+def take_texts(text: TextSample, rows: Tensor) -> TextSample:
+    """The sampled texts at `rows` (R,), with their queries."""
+    query = text.query
+    images = None if query.images is None else query.images[rows]
+    picked = TextQuery(query.task, [query.contexts[i] for i in rows], images)
+    return replace(text, texts=[text.texts[i] for i in rows], token_ids=text.token_ids[rows],
+                   logprobs=text.logprobs[rows], mask=text.mask[rows], query=picked)
+
+
+def take_transitions(transitions: SdeTransitions, rows: Tensor) -> SdeTransitions:
+    """The recorded SDE steps of the images at `rows` (R,), with their conditions."""
+    steps, condition = transitions.steps, transitions.condition
+    picked = ImageCondition([condition.prompts[i] for i in rows],
+                            None if condition.reasoning is None else [condition.reasoning[i] for i in rows],
+                            None if condition.sources is None else condition.sources[rows])
+    return replace(transitions, condition=picked,
+                   steps=replace(steps, x_t=steps.x_t[rows], x_next=steps.x_next[rows], logprob=steps.logprob[rows]))
 
 
 def image_sampling(settings: RolloutSettings, kind: StepKind, sde_index: int) -> SamplingConfig:
@@ -149,6 +193,8 @@ def reason_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     text_reward, image_reward = reason_rewards(format_ok, r)  # (B,), (B,)
     text_adv = group_advantages(text_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
     image_adv = group_advantages(image_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
+    text_mask = informative(text_reward.view(-1, g), settings.drop_equal_groups)  # (B,)
+    image_mask = informative(image_reward.view(-1, g), settings.drop_equal_groups)  # (B,)
     nodes = [
         Node(record=record, image=image, alignment=float(a), seed=int(seeds[i // g]), reasoning=z)
         for i, (record, image, a, z) in enumerate(zip(group_records, images, alignment, text.texts, strict=True))
@@ -158,12 +204,14 @@ def reason_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
         "reward/reason_text_mean": float(text_reward.mean()),
         "reward/reason_format": float(format_ok.float().mean()),
         "reward/reason_perfect": float(is_perfect(r).float().mean()),
+        "rl/text_groups_kept": float(text_mask.mean()),
+        "rl/image_groups_kept": float(image_mask.mean()),
         **component_stats(components),
         "rl/sde_index": float(sde_index),
         "time/sample_s": sampled - started,
         "time/reward_s": scored - sampled,
     }
-    return Rollouts("reason", text, text_adv, sample.transitions, image_adv, torch.ones_like(image_adv), stats), nodes
+    return Rollouts("reason", text, text_adv, sample.transitions, image_adv, image_mask, text_mask, stats), nodes
 
 
 def _is_cell(words: list[str]) -> bool:
@@ -237,6 +285,9 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     text_adv = group_advantages(text_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
     members = (~stopped).view(-1, g) if settings.refine_image_baseline == "edited" else None  # (N, G)
     image_adv = group_advantages(image_reward.view(-1, g), settings.normalize_std, members=members).flatten()  # (B,)
+    text_mask = informative(text_reward.view(-1, g), settings.drop_equal_groups)  # (B,)
+    # (B,) a group's edited children enter the image loss when its image rewards differ
+    image_kept = informative(image_reward.view(-1, g), settings.drop_equal_groups)
     perfect = is_perfect(r_old)  # (B,)
     stats = {
         "reward/refine_mean": float(image_reward.mean()),
@@ -245,6 +296,8 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
         "reward/refine_node_mean": float(r_old.mean()),
         "reward/refine_format": float(format_ok.float().mean()),
         "rl/stop_rate": float(stopped.float().mean()),
+        "rl/text_groups_kept": float(text_mask.mean()),
+        "rl/image_groups_kept": float(image_kept.mean()),
         **component_stats(components),
         "rl/sde_index": float(sde_index),
         "time/sample_s": sampled - started,
@@ -252,5 +305,5 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     }
     if bool(perfect.any()):
         stats["rl/stop_rate_on_perfect"] = float(stopped[perfect].float().mean())
-    image_mask = torch.ones(len(edits)) if len(active) else torch.zeros(1)  # (B_img,)
-    return Rollouts("refine", text, text_adv, sample.transitions, image_adv[edits], image_mask, stats)
+    image_mask = image_kept[edits] if len(active) else torch.zeros(1)  # (B_img,)
+    return Rollouts("refine", text, text_adv, sample.transitions, image_adv[edits], image_mask, text_mask, stats)

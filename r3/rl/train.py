@@ -41,7 +41,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from r3.config import BaseConfig
-from r3.data.table import Table
+from r3.data.table import Table, spread_rows
 from r3.evals import heldout
 from r3.models.interface import TrainableUnifiedModel
 from r3.models.registry import load_checkpoint
@@ -49,7 +49,7 @@ from r3.rewards.base import Reward, build_reward
 from r3.rl.checkpoint import TrainerState, fresh_state, latest_resume, load_resume, run_identity, save_resume
 from r3.rl.config import RlConfig
 from r3.rl.losses import image_policy_loss, text_policy_loss, total_loss
-from r3.rl.rollout import Rollouts, reason_rollouts, refine_rollouts
+from r3.rl.rollout import Rollouts, loss_rows, reason_rollouts, refine_rollouts, take_texts, take_transitions
 from r3.rl.schedule import sde_step_index, step_kind
 from r3.train.data import SynthSplit, task_loss
 from r3.train.distributed import Learner, make_accelerator
@@ -72,27 +72,34 @@ class RlResult:
 
 def policy_loss(policy: TrainableUnifiedModel, reference: TrainableUnifiedModel, rollouts: Rollouts,
                 cfg: RlConfig) -> tuple[Tensor, dict[str, float]]:
-    """w_text * text GRPO loss + w_image * image Flow-GRPO loss of one step's rollouts, and its stats."""
-    text = rollouts.text
-    logp = policy.text_logprobs(text.query, text.token_ids, text.temperature)  # (B, T)
+    """w_text * text GRPO loss + w_image * image Flow-GRPO loss of one step's rollouts, and its stats.
+
+    Only the rows the rollouts' masks keep are run through the models (with drop_equal_groups, the groups that
+    carry a learning signal): a mean over the kept rows equals the masked mean over all of them.
+    """
+    text_rows = loss_rows(rollouts.text_mask)  # (R,)
+    text = take_texts(rollouts.text, text_rows)
+    logp = policy.text_logprobs(text.query, text.token_ids, text.temperature)  # (R, T)
     with torch.no_grad():
         logp_ref = reference.text_logprobs(text.query, text.token_ids, text.temperature) if cfg.kl else logp.detach()
     beta_text, beta_image = (cfg.beta_text, cfg.beta_image) if cfg.kl else (0.0, 0.0)
-    mask = text.mask.to(logp.device).float()  # (B, T)
-    advantages = rollouts.text_advantages.to(logp.device)  # (B,)
+    kept = rollouts.text_mask[text_rows].to(logp.device)  # (R,)
+    mask = text.mask.to(logp.device).float() * kept[:, None]  # (R, T)
+    advantages = rollouts.text_advantages[text_rows].to(logp.device)  # (R,)
     text_loss, text_stats = text_policy_loss(logp, text.logprobs, logp_ref, mask, advantages, cfg.clip, beta_text)
     stats = {
         "losses/text": float(text_loss.detach()), "losses/clip_frac_text": float(text_stats["clip_frac"]),
         "losses/kl_text": float(text_stats["kl"]), "losses/approx_kl": float(text_stats["approx_kl"]),
     }
-    steps = rollouts.image.steps
-    dist = policy.transition_distribution(rollouts.image)  # mean (B_img, 1, 3, H, W), logprob (B_img, 1)
+    image_rows = loss_rows(rollouts.image_mask)  # (R_img,)
+    transitions = take_transitions(rollouts.image, image_rows)
+    dist = policy.transition_distribution(transitions)  # mean (R_img, 1, 3, H, W), logprob (R_img, 1)
     with torch.no_grad():
-        mean_ref = reference.transition_distribution(rollouts.image).mean if cfg.kl else dist.mean.detach()
-    image_adv = rollouts.image_advantages.to(dist.logprob.device)  # (B_img,)
-    image_mask = rollouts.image_mask.to(dist.logprob.device)  # (B_img,)
+        mean_ref = reference.transition_distribution(transitions).mean if cfg.kl else dist.mean.detach()
+    image_adv = rollouts.image_advantages[image_rows].to(dist.logprob.device)  # (R_img,)
+    image_mask = rollouts.image_mask[image_rows].to(dist.logprob.device)  # (R_img,)
     image_loss, image_stats = image_policy_loss(
-        dist.logprob[:, 0], steps.logprob[:, 0].to(dist.logprob.device), image_adv, image_mask,
+        dist.logprob[:, 0], transitions.steps.logprob[:, 0].to(dist.logprob.device), image_adv, image_mask,
         dist.mean[:, 0], mean_ref[:, 0], dist.std[0], cfg.clip, beta_image,
     )
     stats |= {
@@ -137,6 +144,14 @@ def optimise(learner: Learner, reference: TrainableUnifiedModel, rollouts: Rollo
     return totals
 
 
+def has_signal(rollouts: Rollouts, learner: Learner) -> bool:
+    """Whether any process's rollouts keep a row for the loss (all processes step together, or none does)."""
+    kept = torch.tensor([float(rollouts.text_mask.sum() + rollouts.image_mask.sum())], device=learner.accelerator.device)
+    if learner.accelerator.num_processes > 1:
+        kept = learner.accelerator.reduce(kept, reduction="sum")
+    return bool(kept.item() > 0)
+
+
 def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Reward, prompts: Table,
                cfg: RlConfig, learner: Learner | None = None, replay_data: SynthSplit | None = None) -> dict[str, float]:
     """Sample step `state.step`'s groups (reason or refine, by the schedule), push reason nodes, optimise; its
@@ -168,8 +183,11 @@ def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Re
         if replay_data is None:
             raise ValueError("rl: replay_weight > 0 but train_step got no replay_data")
         replay = Replay(replay_data, state.rng, state.generator)
-    stats = optimise(learner or Learner(make_accelerator(), state.policy, state.optimizer), reference, rollouts, cfg,
-                     replay)
+    learner = learner or Learner(make_accelerator(), state.policy, state.optimizer)
+    if has_signal(rollouts, learner):
+        stats = optimise(learner, reference, rollouts, cfg, replay) | {"train/skipped": 0.0}
+    else:  # AdamW's moments would move the weights even on an all-zero gradient
+        stats = {"train/skipped": 1.0}
     done = time.perf_counter()
     perfect, _ = state.buffer.counts()
     return {**rollouts.stats, **stats, "rl/buffer_size": float(len(state.buffer)),
@@ -178,12 +196,6 @@ def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Re
 
 
 # ----- evaluation -----
-
-def spread_rows(table: Table, n: int) -> Table:
-    """n rows evenly spread over the table (held-out tables are sorted by tag: the first n would cover one tag)."""
-    index = np.unique(np.linspace(0, len(table) - 1, min(n, len(table))).round().astype(int))
-    return Table(table.frame[index], {name: images[index] for name, images in table.images.items()})
-
 
 def quick_eval(policy: TrainableUnifiedModel, prompts: Table, cfg: RlConfig, base: BaseConfig) -> dict[str, float]:
     """Held-out generation accuracy with the exact verifier (strict and partial) per suite, on `prompts`."""

@@ -1,14 +1,14 @@
 """The synth stage's tables of one split as model-ready training batches, and the loss of one task's batch
 (SFT trains on them; RL replays them)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-from r3.data.table import Table
+from r3.data.table import Table, spread_rows
 from r3.models.interface import ImageCondition, TextQuery, TrainableUnifiedModel
 from r3.models.losses import ImageBatch, TextBatch, flow_matching_loss, text_loss
 
@@ -30,6 +30,10 @@ class SynthSplit:
     @classmethod
     def load(cls, split_dir: Path) -> "SynthSplit":
         return cls(*(Table.load(split_dir / f"{name}.parquet") for name in ("enrichment", "editing", "reflection", "vqa", "ita")))
+
+    def spread(self, n: int) -> "SynthSplit":
+        """n rows of every table, evenly spread over it (every tag of both suites, where the first n would not)."""
+        return SynthSplit(*(spread_rows(getattr(self, field.name), n) for field in fields(self)))
 
     def size(self, task: str) -> int:
         return len(self.table(task))

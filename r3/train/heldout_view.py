@@ -12,20 +12,20 @@ from r3.models.interface import SamplingConfig, TrainableUnifiedModel
 from r3.train.data import SynthSplit
 
 
-def evaluate_heldout(model: TrainableUnifiedModel, data: SynthSplit, sampling: SamplingConfig, canvas: int, seed: int,
-                     limit: int | None = None) -> dict:
-    """Every held-out skill metric (limit rows per metric for the quick curves); images sampled with `sampling`
-    on a `canvas`-pixel canvas from noise seeded by `seed`."""
+def evaluate_heldout(model: TrainableUnifiedModel, data: SynthSplit, sampling: SamplingConfig, canvas: int,
+                     seed: int) -> dict:
+    """Every held-out skill metric on every row of `data` (the quick mid-run curves pass `SynthSplit.spread`'s
+    rows); images sampled with `sampling` on a `canvas`-pixel canvas from noise seeded by `seed`."""
     model.eval()
     metrics = {
-        "vqa": heldout.vqa_accuracy(model, data.vqa, limit=limit),
-        "ita": heldout.ita_accuracy(model, data.ita, limit=limit),
-        "reasoning_validity": heldout.reasoning_validity(model, data.enrichment, canvas, limit=limit),
-        "reflection": heldout.reflection_accuracy(model, data.reflection, limit=limit),
-        "generation": heldout.generation_accuracy(model, data.enrichment, sampling, canvas, seed, limit=limit),
-        "render_fidelity": heldout.generation_accuracy(model, data.enrichment, sampling, canvas, seed, limit=limit,
+        "vqa": heldout.vqa_accuracy(model, data.vqa),
+        "ita": heldout.ita_accuracy(model, data.ita),
+        "reasoning_validity": heldout.reasoning_validity(model, data.enrichment, canvas),
+        "reflection": heldout.reflection_accuracy(model, data.reflection),
+        "generation": heldout.generation_accuracy(model, data.enrichment, sampling, canvas, seed),
+        "render_fidelity": heldout.generation_accuracy(model, data.enrichment, sampling, canvas, seed,
                                                        true_layouts=True),
-        "editing": heldout.editing_success(model, data.editing, sampling, canvas, seed, limit=limit),
+        "editing": heldout.editing_success(model, data.editing, sampling, canvas, seed),
     }
     model.train()
     return metrics

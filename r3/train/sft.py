@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from r3.config import BaseConfig, Config
 from r3.models.interface import SamplingConfig, TrainableUnifiedModel
-from r3.models.registry import ModelConfig, build_model, load_checkpoint
+from r3.models.registry import ModelConfig, build_model, load_init
 from r3.models.tiny import TinyConfig
 from r3.train.data import SFT_TASKS, SftTask, SynthSplit, task_loss
 from r3.train.distributed import Learner, fsdp_settings, full_state_dict, make_accelerator, rank_seed_words
@@ -95,7 +95,8 @@ class SftConfig(Config):
     eval_every: int = Field(600, ge=1)
     """Steps between quick held-out evaluations (logged as curves)."""
     quick_eval_rows: int = Field(128, ge=1)
-    """Rows per metric in the quick evaluations (the final one uses every held-out row)."""
+    """Rows per metric in the quick evaluations, spread over each held-out table so that they cover every tag
+    (SynthSplit.spread; the final evaluation uses every held-out row)."""
     log_every: int = Field(10, ge=1)
     """Steps between logged loss values."""
 
@@ -160,7 +161,7 @@ def initial_model(cfg: SftConfig, init_dir: Path | None) -> TrainableUnifiedMode
         return build_model(cfg.model)
     if init_dir is None:
         raise ValueError("init: base needs the base model's directory")
-    return load_checkpoint(init_dir, expected=cfg.model)
+    return load_init(init_dir, expected=cfg.model)
 
 
 def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, init_dir: Path | None = None,
@@ -179,6 +180,7 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, 
         raise ValueError(f"sft.model.canvas {cfg.model.canvas} != base.canvas {base.canvas}")
     train = SynthSplit.load(synth_dir / "train")
     held = SynthSplit.load(synth_dir / "heldout")
+    quick_held = held.spread(cfg.quick_eval_rows)
     model = initial_model(cfg, init_dir).to(accelerator.device)
     sharded = fsdp_settings() is not None
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 and (main or sharded) else model
@@ -224,8 +226,7 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, 
             if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 averaged = gathered_ema()
                 if main:  # the others go on to the next step and wait there for the main process
-                    quick = evaluate_heldout(averaged, held, cfg.sampling, cfg.model.canvas, base.seed,
-                                             limit=cfg.quick_eval_rows)
+                    quick = evaluate_heldout(averaged, quick_held, cfg.sampling, cfg.model.canvas, base.seed)
                     record({f"heldout/{k}": v for k, v in skill_headline(quick).items()}, step + 1)
                     samples += sample_grids(averaged, held, cfg.sampling, cfg.model.canvas, base.seed, out_dir / "samples",
                                            f"step{step + 1:05d}")

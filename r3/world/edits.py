@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from r3.world.prompts import MAX_OBJECTS
+from r3.world.prompts import MAX_OBJECTS, entry_size
 from r3.world.scene import (
     COLORS,
     GRID,
@@ -27,7 +27,7 @@ from r3.world.scene import (
     cell_size,
     fits,
 )
-from r3.world.verifier import check, descriptor, matches, relation_along, relation_margin
+from r3.world.verifier import check, descriptor, in_region, matches, relation_along
 
 STOP_ANSWER = "no further edit needed"
 ERROR_KINDS = ("missing", "extra", "recolor", "move", "resize")
@@ -116,7 +116,7 @@ def apply_edit(scene: Scene, instruction: str) -> Scene:
 
 
 def _strict(scene: Scene, record: dict[str, Any]) -> int:
-    return check(scene.objects, record, margin=relation_margin(scene.canvas)).strict
+    return check(scene.objects, record, canvas=scene.canvas).strict
 
 
 def _fixes(wrong: Scene, instruction: str, record: dict[str, Any]) -> bool:
@@ -166,7 +166,7 @@ def _extra(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tu
     for i in rng.permutation(len(record["include"])):
         entry = record["include"][i]
         color = entry.get("color") or colors[int(rng.integers(len(colors)))]
-        size = entry.get("size") or SIZES[int(rng.integers(len(SIZES)))]
+        size = entry_size(entry) or SIZES[int(rng.integers(len(SIZES)))]
         only_count_wrong = _recounted(record, int(i), 1)
         for x, y in _cells(scene.canvas, rng):
             extra = SceneObject(entry["class"], color, size, x, y)
@@ -211,35 +211,68 @@ def _resize(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> t
 
 
 def _move(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
-    """Move one object of a related pair of groups at least one cell onto the wrong side of a partner."""
-    include, canvas = record["include"], scene.canvas
+    """Move one object that a position or region fact places to where that fact fails."""
+    include = record["include"]
     for g in rng.permutation(len(include)):
-        if not include[g].get("position"):
+        if include[g].get("position"):
+            result = _move_across(scene, record, int(g), rng)
+        elif include[g].get("region"):
+            result = _move_out_of_region(scene, record, int(g), rng)
+        else:
             continue
-        relation, h = include[g]["position"]
-        subjects, references = include[g], include[h]
-        for i in rng.permutation(len(scene.objects)):
-            obj = scene.objects[i]
-            is_subject = matches(obj, subjects)
-            if not is_subject and not matches(obj, references):
+        if result is not None:
+            return result
+    return None
+
+
+def _move_out_of_region(scene: Scene, record: dict[str, Any], g: int,
+                        rng: np.random.Generator) -> tuple[Scene, str] | None:
+    """Move one object of include g out of the entry's region (into the other half)."""
+    entry, canvas = record["include"][g], scene.canvas
+    for i in rng.permutation(len(scene.objects)):
+        obj = scene.objects[i]
+        if not matches(obj, entry):
+            continue
+        others = _without(scene, i)
+        col, row = cell_of(obj.x, obj.y, canvas)
+        for x, y in _cells(canvas, rng):
+            moved = replace(obj, x=x, y=y)
+            if in_region(x, y, entry["region"], canvas) or not fits(moved, others, canvas):
                 continue
-            others = _without(scene, i)
-            partners = [o for o in others if matches(o, references if is_subject else subjects)]
-            col, row = cell_of(obj.x, obj.y, canvas)
-            for x, y in _cells(canvas, rng):
-                moved = replace(obj, x=x, y=y)
-                # offset subject - reference along the relation: <= -1 cell means plainly on the wrong side
-                sign = 1 if is_subject else -1
-                crossed = any(
-                    relation_along(sign * (x - o.x), sign * (y - o.y), relation) <= -cell_size(canvas)
-                    for o in partners
-                )
-                if not crossed or not fits(moved, others, canvas):
-                    continue
-                wrong = _replaced(scene, i, moved)
-                instruction = f"move the {describe(moved, wrong)} to {col} {row}"
-                if _fixes(wrong, instruction, record):
-                    return wrong, instruction
+            wrong = _replaced(scene, i, moved)
+            instruction = f"move the {describe(moved, wrong)} to {col} {row}"
+            if _fixes(wrong, instruction, record):
+                return wrong, instruction
+    return None
+
+
+def _move_across(scene: Scene, record: dict[str, Any], g: int, rng: np.random.Generator) -> tuple[Scene, str] | None:
+    """Move one object of include g or of its reference at least one cell onto the wrong side of a partner."""
+    include, canvas = record["include"], scene.canvas
+    relation, h = include[g]["position"]
+    subjects, references = include[g], include[h]
+    for i in rng.permutation(len(scene.objects)):
+        obj = scene.objects[i]
+        is_subject = matches(obj, subjects)
+        if not is_subject and not matches(obj, references):
+            continue
+        others = _without(scene, i)
+        partners = [o for o in others if matches(o, references if is_subject else subjects)]
+        col, row = cell_of(obj.x, obj.y, canvas)
+        for x, y in _cells(canvas, rng):
+            moved = replace(obj, x=x, y=y)
+            # offset subject - reference along the relation: <= -1 cell means plainly on the wrong side
+            sign = 1 if is_subject else -1
+            crossed = any(
+                relation_along(sign * (x - o.x), sign * (y - o.y), relation) <= -cell_size(canvas)
+                for o in partners
+            )
+            if not crossed or not fits(moved, others, canvas):
+                continue
+            wrong = _replaced(scene, i, moved)
+            instruction = f"move the {describe(moved, wrong)} to {col} {row}"
+            if _fixes(wrong, instruction, record):
+                return wrong, instruction
     return None
 
 

@@ -1,9 +1,11 @@
 """Read and write prompt files in the public GenEval / GenEval++ jsonl format (one record a line).
 
-Records keep every key they have; only the structure the verifier relies on is validated:
-`tag` and `prompt` strings, a non-empty `include` list of {class, count >= 1, color?, size?,
-position?: [relation, index of another include]}, and an optional `exclude` list of {class, count}.
-Classes, colours and relations outside ShapeWorld are read fine (the verifier refuses them).
+The structure the verifier relies on is validated: `tag` and `prompt` strings, a non-empty `include` list of
+{class, count >= 1, color?, size?, position?: [relation, index of another include], region?: left / right /
+above / below}, and an optional `exclude` list of {class, count, color?, size?}. GenEval++'s relative sizes
+(`size: larger / smaller`) come in pairs: an include entry with one needs another with the other. A key the
+verifier does not know is refused, never ignored. Classes, colours, absolute sizes and relations outside
+ShapeWorld are read fine (the verifier refuses them; the judge reward can score them).
 """
 
 import json
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from r3.errors import InputError
+from r3.world.scene import REGIONS, RELATIVE_SIZES
+from r3.world.verifier import ENTRY_KEYS, RECORD_KEYS
 
 
 class PromptFileError(InputError):
@@ -22,9 +26,18 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _unknown_key(keys: Any, known: tuple[str, ...], where: str) -> str | None:
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        return f"{where}unknown key '{unknown[0]}' (the verifier knows {', '.join(known)}); remove or rename it"
+    return None
+
+
 def _entry_problem(entry: Any, where: str, n_include: int, index: int | None) -> str | None:
     if not isinstance(entry, dict):
         return f"{where} is not an object"
+    if problem := _unknown_key(entry, ENTRY_KEYS, f"{where} has an "):
+        return problem
     if not isinstance(entry.get("class"), str):
         return f"{where} has no string 'class'"
     if not _is_count(entry.get("count")):
@@ -46,6 +59,25 @@ def _entry_problem(entry: Any, where: str, n_include: int, index: int | None) ->
         )
         if not ok:
             return f"{where} 'position' must be [relation, index of another include entry]"
+    region = entry.get("region")
+    if region is not None:
+        if index is None:
+            return f"{where} has a 'region' (only include entries may)"
+        if region not in REGIONS:
+            return f"{where} 'region' {region!r} is not one of {', '.join(REGIONS)}"
+    if index is None and entry.get("size") in RELATIVE_SIZES:
+        return f"{where} has the relative 'size' {entry['size']!r} (only include entries may)"
+    return None
+
+
+def _relative_size_problem(include: list[dict[str, Any]]) -> str | None:
+    """An include entry with a relative size whose counterpart (larger <-> smaller) no other entry carries."""
+    sizes = [e.get("size") for e in include]
+    for i, size in enumerate(sizes):
+        if size in RELATIVE_SIZES:
+            other = RELATIVE_SIZES[1 - RELATIVE_SIZES.index(size)]
+            if other not in sizes:
+                return f"include[{i}] 'size' {size!r} needs another include entry with 'size' {other!r}"
     return None
 
 
@@ -53,6 +85,8 @@ def record_problem(record: Any) -> str | None:
     """What is wrong with a record, or None if it is well formed."""
     if not isinstance(record, dict):
         return "record is not a JSON object"
+    if problem := _unknown_key(record, RECORD_KEYS, "record has an "):
+        return problem
     for key in ("tag", "prompt"):
         if not isinstance(record.get(key), str):
             return f"missing string '{key}'"
@@ -68,7 +102,7 @@ def record_problem(record: Any) -> str | None:
     for i, entry in enumerate(exclude):
         if problem := _entry_problem(entry, f"exclude[{i}]", len(include), None):
             return problem
-    return None
+    return _relative_size_problem(include)
 
 
 def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:

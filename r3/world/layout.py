@@ -6,7 +6,7 @@
 from typing import Any
 
 from r3.world.scene import COLORS, GRID, SHAPES, SIZES, Scene, SceneObject, cell_center, cell_of, check_canvas, fits
-from r3.world.verifier import check, relation_margin
+from r3.world.verifier import check
 
 LAYOUT_WORDS = ("at", ";", *(str(i) for i in range(GRID)))
 """Words of layout texts besides sizes, colours and classes."""
@@ -53,4 +53,4 @@ def layout_satisfies(text: str, record: dict[str, Any], canvas: int) -> bool:
     """The text parses to a drawable scene whose objects satisfy the record (strict check)."""
     scene = parse_layout(text, canvas)
     return (scene is not None and drawable(scene)
-            and check(scene.objects, record, margin=relation_margin(canvas)).strict == 1)
+            and check(scene.objects, record, canvas=canvas).strict == 1)

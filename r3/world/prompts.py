@@ -1,9 +1,15 @@
 """Prompt records (GenEval shape) and concrete scenes that satisfy them, for every tag of both suites.
 
-Every include entry gets an exclude entry with count + 1 (same class / colour / size), so a
+Every include entry gets an exclude entry with count + 1 (same class / colour / absolute size), so a
 ShapeWorld prompt means exact counts. Classes within one prompt are distinct, so no object can
-match two include entries. Relation prompts follow GenEval's order: include[0] is the reference,
+match two include entries.
+
+`geneval` writes GenEval's records: relation prompts follow GenEval's order, include[0] is the reference,
 include[1] carries `position: [relation, 0]` and is mentioned first ("a circle above a square").
+`geneval_pp` writes GenEval++'s (Echo-4o) records and grammar, quirks included: "A photo of ...", a `region`
+per entry in the spatial tags ("three circles on the left and one squares on the right": counted entries keep
+the plural), and a `size` larger / smaller pair in size_spatial_attr ("a larger circle on the above and a smaller
+square on the below").
 """
 
 from typing import Any
@@ -14,7 +20,9 @@ from r3.world.scene import (
     COLORS,
     GRID,
     PLURALS,
+    REGIONS,
     RELATIONS,
+    RELATIVE_SIZES,
     SHAPES,
     SIZES,
     Scene,
@@ -23,7 +31,7 @@ from r3.world.scene import (
     object_extent,
     object_gap,
 )
-from r3.world.verifier import check, relation_along, relation_margin
+from r3.world.verifier import check, in_region, relation_along
 
 GENEVAL_PP_TAGS = (
     "color_attr",
@@ -39,6 +47,10 @@ SUITES = {"geneval_pp": GENEVAL_PP_TAGS, "geneval": GENEVAL_TAGS}
 
 COUNT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+PHOTO = "A photo of"
+"""How every GenEval++ prompt starts."""
+REGION_PAIRS = (("left", "right"), ("above", "below"))
+"""The opposite regions a GenEval++ spatial prompt puts its two entries in (either way round)."""
 MAX_OBJECTS = 6
 """Most objects a sampled scene holds (they must fit, apart, on a 32x32 canvas)."""
 
@@ -66,6 +78,18 @@ def entry_phrase(entry: dict[str, Any]) -> str:
     return noun_phrase(entry["count"], entry["class"], entry.get("color"), entry.get("size"))
 
 
+def counted_phrase(entry: dict[str, Any]) -> str:
+    """GenEval++'s counted entry: count word, attributes, plural, whatever the count ("three red circles", "one
+    squares")."""
+    words = [count_word(entry["count"]), *(w for w in (entry.get("size"), entry.get("color")) if w)]
+    return " ".join([*words, PLURALS[entry["class"]]])
+
+
+def region_phrase(region: str) -> str:
+    """GenEval++'s wording of a region: "on the left", "on the above"."""
+    return f"on the {region}"
+
+
 def join_phrases(phrases: list[str]) -> str:
     """"a", "a and b", "a, b and c"."""
     if len(phrases) <= 2:
@@ -83,12 +107,12 @@ def spaced_words(text: str) -> str:
 # ---------------------------------------------------------------- records
 
 
-def _entry(shape: str, count: int, color: str | None = None, size: str | None = None) -> dict[str, Any]:
+def _entry(shape: str, count: int, color: str | None = None, size: str | None = None,
+           region: str | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {"class": shape, "count": count}
-    if color is not None:
-        entry["color"] = color
-    if size is not None:
-        entry["size"] = size
+    for key, value in (("color", color), ("size", size), ("region", region)):
+        if value is not None:
+            entry[key] = value
     return entry
 
 
@@ -104,10 +128,6 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...], k: int) -> list[st
     return [options[i] for i in rng.choice(len(options), size=k, replace=False)]
 
 
-def _maybe(rng: np.random.Generator, options: tuple[str, ...]) -> str | None:
-    return options[int(rng.integers(len(options)))] if rng.random() < 0.5 else None
-
-
 Drawn = tuple[list[dict[str, Any]], str]
 """A drawn prompt: its include entries and its text."""
 
@@ -121,8 +141,57 @@ def _related(subject: dict[str, Any], reference: dict[str, Any], relation: str) 
     return [reference, {**subject, "position": [relation, 0]}], prompt
 
 
+def _photo(entries: list[dict[str, Any]], counted: bool = False) -> Drawn:
+    """GenEval++'s grammar: "A photo of " and the entries (counted ones with counted_phrase), each followed by
+    its region phrase."""
+    phrases = [
+        " ".join([counted_phrase(e) if counted else entry_phrase(e), *([region_phrase(e["region"])] if "region" in e
+                                                                       else [])])
+        for e in entries
+    ]
+    return entries, f"{PHOTO} {join_phrases(phrases)}"
+
+
+def _regions(rng: np.random.Generator) -> list[str]:
+    """Two opposite regions in random order."""
+    pair = REGION_PAIRS[int(rng.integers(len(REGION_PAIRS)))]
+    return _pick(rng, pair, 2)
+
+
 def _draw(suite: str, tag: str, rng: np.random.Generator) -> Drawn:
     """Include entries and prompt text of one tag."""
+    return _draw_geneval_pp(tag, rng) if suite == "geneval_pp" else _draw_geneval(tag, rng)
+
+
+def _draw_geneval_pp(tag: str, rng: np.random.Generator) -> Drawn:
+    """A GenEval++ tag's include entries and prompt text, in the benchmark's schema and grammar."""
+    colors = tuple(COLORS)
+    if tag == "color_attr":
+        k = int(rng.integers(2, 4))
+        return _photo([_entry(s, 1, c) for s, c in zip(_pick(rng, SHAPES, k), _pick(rng, colors, k))])
+    if tag == "counting":
+        return _photo([_entry(_pick(rng, SHAPES, 1)[0], int(rng.integers(2, 5)))], counted=True)
+    if tag == "color_count_attr":
+        counts = _counts(rng, 2, 1, 3, MAX_OBJECTS)
+        shapes, picked = _pick(rng, SHAPES, 2), _pick(rng, colors, 2)
+        return _photo([_entry(s, n, c) for s, n, c in zip(shapes, counts, picked)], counted=True)
+    if tag == "color_spatial_attr":
+        shapes, picked, regions = _pick(rng, SHAPES, 2), _pick(rng, colors, 2), _regions(rng)
+        return _photo([_entry(s, 1, c, region=r) for s, c, r in zip(shapes, picked, regions)])
+    if tag == "spatial_count_attr":
+        counts, shapes, regions = _counts(rng, 2, 1, 3, 4), _pick(rng, SHAPES, 2), _regions(rng)
+        return _photo([_entry(s, n, region=r) for s, n, r in zip(shapes, counts, regions)], counted=True)
+    if tag == "size_spatial_attr":
+        shapes, sizes, regions = _pick(rng, SHAPES, 2), _pick(rng, RELATIVE_SIZES, 2), _regions(rng)
+        return _photo([_entry(s, 1, size=z, region=r) for s, z, r in zip(shapes, sizes, regions)])
+    if tag == "multi_object_count_attr":
+        counts = _counts(rng, 3, 1, 3, MAX_OBJECTS)
+        return _photo([_entry(s, n) for s, n in zip(_pick(rng, SHAPES, 3), counts)], counted=True)
+    raise AssertionError(f"tag {tag!r} has no generator")  # unreachable: tags are validated by the caller
+
+
+def _draw_geneval(tag: str, rng: np.random.Generator) -> Drawn:
+    """A GenEval tag's include entries and prompt text."""
     colors = tuple(COLORS)
     relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
     if tag == "single_object":
@@ -137,32 +206,27 @@ def _draw(suite: str, tag: str, rng: np.random.Generator) -> Drawn:
         a, b = _pick(rng, SHAPES, 2)
         return _related(_entry(a, 1), _entry(b, 1), relation)
     if tag == "color_attr":
-        k = 2 if suite == "geneval" else int(rng.integers(2, 4))
-        return _listed([_entry(s, 1, c) for s, c in zip(_pick(rng, SHAPES, k), _pick(rng, colors, k))])
-    if tag == "color_count_attr":
-        counts = _counts(rng, 2, 1, 3, MAX_OBJECTS)
-        shapes, picked = _pick(rng, SHAPES, 2), _pick(rng, colors, 2)
-        return _listed([_entry(s, n, c) for s, n, c in zip(shapes, counts, picked)])
-    if tag == "color_spatial_attr":
-        (a, b), (ca, cb) = _pick(rng, SHAPES, 2), _pick(rng, colors, 2)
-        return _related(_entry(a, 1, ca), _entry(b, 1, cb), relation)
-    if tag == "spatial_count_attr":
-        na, nb = _counts(rng, 2, 1, 3, 4)
-        a, b = _pick(rng, SHAPES, 2)
-        return _related(_entry(a, na, _maybe(rng, colors)), _entry(b, nb, _maybe(rng, colors)), relation)
-    if tag == "size_spatial_attr":
-        a, b = _pick(rng, SHAPES, 2)
-        sa, sb = (SIZES[int(i)] for i in rng.integers(len(SIZES), size=2))
-        return _related(_entry(a, 1, size=sa), _entry(b, 1, size=sb), relation)
-    if tag == "multi_object_count_attr":
-        counts = _counts(rng, 3, 1, 3, MAX_OBJECTS)
-        return _listed([_entry(s, n) for s, n in zip(_pick(rng, SHAPES, 3), counts)])
+        return _listed([_entry(s, 1, c) for s, c in zip(_pick(rng, SHAPES, 2), _pick(rng, colors, 2))])
     raise AssertionError(f"tag {tag!r} has no generator")  # unreachable: tags are validated by the caller
 
 
 def exact_count_excludes(include: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One exclude per include with count + 1: "two circles" then means exactly two."""
-    return [{k: v for k, v in {**e, "count": e["count"] + 1}.items() if k != "position"} for e in include]
+    """One exclude per include with count + 1, of the same class, colour and absolute size: "two circles" then
+    means exactly two. Where objects lie (position, region) and relative sizes stay facts of the include."""
+    return [
+        {k: v for k, v in {**e, "count": e["count"] + 1}.items()
+         if k not in ("position", "region") and not (k == "size" and v in RELATIVE_SIZES)}
+        for e in include
+    ]
+
+
+def entry_size(entry: dict[str, Any]) -> str | None:
+    """The ShapeWorld size an entry's objects must have: its own (absolute) size, or the only one its relative
+    size leaves with two sizes (larger -> large, smaller -> small); None if it gives no size."""
+    size = entry.get("size")
+    if size in RELATIVE_SIZES:
+        return SIZES[-1] if size == "larger" else SIZES[0]
+    return size
 
 
 # ---------------------------------------------------------------- scenes
@@ -182,12 +246,16 @@ class PlacementError(RuntimeError):
 
 def _free_cells(
     xs: np.ndarray, ys: np.ndarray, spec: tuple[str, str, str, int], placed: list[SceneObject],
-    specs: list[tuple[str, str, str, int]], relations: dict[int, tuple[str, int]], canvas: int,
+    specs: list[tuple[str, str, str, int]], relations: dict[int, tuple[str, int]], regions: dict[int, str],
+    canvas: int,
 ) -> np.ndarray:
-    """Indices of the cell centres where `spec` fits beside the `placed` objects (the first of `specs`)."""
+    """Indices of the cell centres where `spec` fits beside the `placed` objects (the first of `specs`) and in its
+    group's region."""
     _, _, size, group = spec
     half = object_extent(size, canvas) / 2
     ok = (xs >= half) & (xs <= canvas - half) & (ys >= half) & (ys <= canvas - half)
+    if group in regions:
+        ok &= in_region(xs, ys, regions[group], canvas)
     for other in placed:
         need = half + object_extent(other.size, canvas) / 2 + object_gap(canvas)
         ok &= (np.abs(xs - other.x) >= need) | (np.abs(ys - other.y) >= need)
@@ -208,18 +276,20 @@ def _cell_centres(canvas: int) -> tuple[np.ndarray, np.ndarray]:
 def place_objects(
     specs: list[tuple[str, str, str, int]],
     relations: dict[int, tuple[str, int]],
+    regions: dict[int, str],
     canvas: int,
     rng: np.random.Generator,
 ) -> list[SceneObject] | None:
     """Put objects (shape, color, size, group) on free cell centres, in order, or None if stuck.
 
     relations[g] = (relation, h): every object of group g must stand plainly in the relation to
-    every object of group h (h's objects come first in `specs`).
+    every object of group h (h's objects come first in `specs`); regions[g]: every object of group g
+    lies in that region (in_region).
     """
     xs, ys = _cell_centres(canvas)
     placed: list[SceneObject] = []
     for spec in specs:
-        free = _free_cells(xs, ys, spec, placed, specs, relations, canvas)
+        free = _free_cells(xs, ys, spec, placed, specs, relations, regions, canvas)
         if len(free) == 0:
             return None
         i = free[int(rng.integers(len(free)))]
@@ -232,7 +302,8 @@ SEARCH_BUDGET = 200_000
 
 
 def place_exhaustively(
-    specs: list[tuple[str, str, str, int]], relations: dict[int, tuple[str, int]], canvas: int
+    specs: list[tuple[str, str, str, int]], relations: dict[int, tuple[str, int]], regions: dict[int, str],
+    canvas: int,
 ) -> list[SceneObject] | None:
     """The first placement of `specs` (same rules as `place_objects`) in a depth-first search over the cell
     centres, or None if there is none. Identical consecutive specs take increasing cells (their order does not
@@ -250,7 +321,7 @@ def place_exhaustively(
         visits += 1
         if visits > SEARCH_BUDGET:
             return False
-        free = _free_cells(xs, ys, specs[k], placed, specs, relations, canvas)
+        free = _free_cells(xs, ys, specs[k], placed, specs, relations, regions, canvas)
         if k > 0 and specs[k] == specs[k - 1]:
             free = free[free > cells[-1]]
         for i in free:
@@ -276,6 +347,7 @@ def scene_for(record: dict[str, Any], rng: np.random.Generator, canvas: int = 32
     check_canvas(canvas)
     include = record["include"]
     relations = {i: (e["position"][0], e["position"][1]) for i, e in enumerate(include) if e.get("position")}
+    regions = {i: e["region"] for i, e in enumerate(include) if e.get("region")}
     colors = tuple(COLORS)
     specs: list[tuple[str, str, str, int]] = []
     for _ in range(_PLACEMENT_TRIES):
@@ -283,20 +355,20 @@ def scene_for(record: dict[str, Any], rng: np.random.Generator, canvas: int = 32
             (
                 entry["class"],
                 entry.get("color") or colors[int(rng.integers(len(colors)))],
-                entry.get("size") or SIZES[int(rng.integers(len(SIZES)))],
+                entry_size(entry) or SIZES[int(rng.integers(len(SIZES)))],
                 g,
             )
             for g, entry in enumerate(include)
             for _ in range(entry["count"])
         ]
-        placed = place_objects(specs, relations, canvas, rng)
+        placed = place_objects(specs, relations, regions, canvas, rng)
         # the check matters only for outside records (e.g. a position naming a later include)
-        if placed is not None and check(placed, record, margin=relation_margin(canvas)).strict:
+        if placed is not None and check(placed, record, canvas=canvas).strict:
             return _in_mention_order(placed, specs, include, canvas)
-    smallest = [(shape, color, include[g].get("size") or SIZES[0], g) for shape, color, _, g in specs]
+    smallest = [(shape, color, entry_size(include[g]) or SIZES[0], g) for shape, color, _, g in specs]
     for candidate in (specs, smallest):
-        placed = place_exhaustively(candidate, relations, canvas)
-        if placed is not None and check(placed, record, margin=relation_margin(canvas)).strict:
+        placed = place_exhaustively(candidate, relations, regions, canvas)
+        if placed is not None and check(placed, record, canvas=canvas).strict:
             return _in_mention_order(placed, candidate, include, canvas)
     raise PlacementError(f"could not place the objects of {record['prompt']!r} on a {canvas}x{canvas} canvas")
 
@@ -336,7 +408,8 @@ def vocabulary() -> list[str]:
     """Every word of prompts, layout texts, edit instructions, the stop answer, VQA and ITA texts.
 
     Texts are words separated by spaces, commas attached to the word before them ("a cross, two squares"); the
-    tokenizer splits punctuation off.
+    tokenizer lower-cases and splits punctuation off. The vocabulary only grows at its end (token ids stay): the
+    GenEval++ words ("photo", "on", "larger", "smaller") come last.
     """
     # imported here: these modules build on this one
     from r3.world.edits import EDIT_WORDS
@@ -347,5 +420,6 @@ def vocabulary() -> list[str]:
         *SHAPES, *PLURALS.values(), *COLORS, *SIZES, *COUNT_WORDS, "a", "and", ",",
         *(w for phrase in RELATION_PHRASES.values() for w in phrase.split()),
         *LAYOUT_WORDS, *EDIT_WORDS, *QUESTION_WORDS,
+        *PHOTO.lower().split(), *(w for r in REGIONS for w in region_phrase(r).split()), *RELATIVE_SIZES,
     ]  # fmt: skip
     return list(dict.fromkeys(words))

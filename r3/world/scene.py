@@ -23,6 +23,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
 BACKGROUND = (0, 0, 0)
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
+REGIONS = ("left", "right", "above", "below")
+"""GenEval++'s `region` values: the part of the image an object lies in (left, right, top, bottom half)."""
+RELATIVE_SIZES = ("larger", "smaller")
+"""GenEval++'s relative `size` values: larger / smaller than the objects of the entries carrying the other one."""
 
 GRID = 8
 """Cells per side of the layout grid, whatever the canvas."""

@@ -31,6 +31,7 @@ from r3.world.scene import (
     BACKGROUND,
     COLORS,
     RELATIONS,
+    RELATIVE_SIZES,
     SHAPES,
     SIZES,
     SceneObject,
@@ -216,9 +217,19 @@ def detect(image: np.ndarray) -> list[Detection]:
 # ---------------------------------------------------------------- checking
 
 
+RECORD_KEYS = ("tag", "prompt", "include", "exclude")
+"""Keys of a prompt record the verifier knows."""
+
+ENTRY_KEYS = ("class", "count", "color", "size", "position", "region")
+"""Keys of an include / exclude entry the verifier knows (region and relative sizes: GenEval++)."""
+
+REGION_RELATIONS = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
+"""The relation to the canvas centre along which each region lies."""
+
+
 def check_supported(record: dict[str, Any]) -> None:
     """Raise UnsupportedClassError if the record asserts something outside ShapeWorld."""
-    allowed = {"class": SHAPES, "color": tuple(COLORS), "size": SIZES}
+    allowed = {"class": SHAPES, "color": tuple(COLORS), "size": (*SIZES, *RELATIVE_SIZES)}
     prompt = record.get("prompt", "")
     for entry in [*record.get("include", []), *record.get("exclude", [])]:
         for key, values in allowed.items():
@@ -236,12 +247,18 @@ def check_supported(record: dict[str, Any]) -> None:
             )
 
 
+def absolute_size(entry: dict[str, Any]) -> str | None:
+    """The size an entry names (small / large); None when it gives none or a relative one (larger / smaller)."""
+    size = entry.get("size")
+    return None if size in RELATIVE_SIZES else size
+
+
 def matches(obj: Detection | SceneObject, entry: dict[str, Any]) -> bool:
-    """The object is of the entry's class, and of its colour and size where those are given."""
+    """The object is of the entry's class, and of its colour and (absolute) size where those are given."""
     return (
         obj.shape == entry["class"]
         and entry.get("color") in (None, obj.color)
-        and entry.get("size") in (None, obj.size)
+        and absolute_size(entry) in (None, obj.size)
     )
 
 
@@ -257,17 +274,56 @@ def relation_holds(a: Detection | SceneObject, b: Detection | SceneObject, relat
     return along >= margin and along > 0.5 * hypot(dx, dy)
 
 
+def in_region(x: Any, y: Any, region: str, canvas: int) -> Any:
+    """A centre (floats or arrays) lies in the GenEval++ `region` of the image: in that half of the canvas (left /
+    right / above = top / below = bottom), at least relation_margin(canvas) pixels past the midline. At 32 pixels:
+    left iff x <= 15, right iff x >= 17, so the 4 grid columns (rows) of a half are in it and the midline is in
+    neither."""
+    return relation_along(x - canvas / 2, y - canvas / 2, REGION_RELATIONS[region]) >= relation_margin(canvas)
+
+
+def larger(a: Detection | SceneObject, b: Detection | SceneObject) -> bool:
+    """`a` is of a larger ShapeWorld size than `b`: large (object_extent 10 pixels at 32) against small (6)."""
+    return SIZES.index(a.size) > SIZES.index(b.size)
+
+
+def size_holds(a: Detection | SceneObject, b: Detection | SceneObject, size: str) -> bool:
+    """`a` is `size` (larger / smaller) than `b`."""
+    return larger(a, b) if size == "larger" else larger(b, a)
+
+
 def descriptor(entry: dict[str, Any]) -> tuple[str, str | None, str | None]:
-    """(class, colour, size) of a record entry; None where not given."""
-    return entry["class"], entry.get("color"), entry.get("size")
+    """(class, colour, absolute size) of a record entry; None where not given."""
+    return entry["class"], entry.get("color"), absolute_size(entry)
 
 
-def check(objects: Sequence[Detection | SceneObject], record: dict[str, Any], *, margin: float = 1.0) -> Verdict:
-    """Judge a prompt record (GenEval semantics) on a list of objects.
+def entry_facts(i: int, includes: list[dict[str, Any]], matched: list[list[Detection | SceneObject]],
+                canvas: int) -> list[list[bool]]:
+    """Per fact include i asserts besides its count, the outcome for each object (region) or each pair of objects
+    (position, relative size) the fact is about."""
+    entry, mine, facts = includes[i], matched[i], []
+    if entry.get("position") is not None:
+        relation, j = entry["position"]
+        margin = relation_margin(canvas)
+        facts.append([relation_holds(a, b, relation, margin) for a in mine for b in matched[j]])
+    if entry.get("region") is not None:
+        facts.append([bool(in_region(a.x, a.y, entry["region"], canvas)) for a in mine])
+    if entry.get("size") in RELATIVE_SIZES:
+        others = [j for j, e in enumerate(includes) if e.get("size") in RELATIVE_SIZES and e["size"] != entry["size"]]
+        facts.append([size_holds(a, b, entry["size"]) for j in others for a in mine for b in matched[j]])
+    return facts
+
+
+def check(objects: Sequence[Detection | SceneObject], record: dict[str, Any], *, canvas: int = 32) -> Verdict:
+    """Judge a prompt record (GenEval / GenEval++ semantics) on a list of objects on a `canvas`-pixel image.
 
     strict = 1 iff for every include entry at least `count` objects match it (class, colour and
-    size where given), every object matching an entry with `position: [relation, j]` stands in
-    that relation to every object matching include j (see relation_holds; `margin` in pixels),
+    absolute size where given), every fact it asserts holds for all its objects (entry_facts):
+      position [relation, j]  each object stands in that relation to each object matching include j
+                              (relation_holds, margin relation_margin(canvas));
+      region                  each object lies in that part of the image (in_region);
+      size larger / smaller   each object is larger / smaller than each object matching an include
+                              entry with the other relative size (size_holds);
     and every exclude entry has fewer than `count` matching objects.
 
     partial = mean over include entries i of closeness_i * placement_i, times the product over
@@ -277,8 +333,9 @@ def check(objects: Sequence[Detection | SceneObject], record: dict[str, Any], *,
                    (a "paired" exclude, the exact-count idiom), else infinity;
       closeness_i  1 if n_i <= d_i <= u_i, d_i / n_i if d_i < n_i, u_i / d_i if d_i > u_i
                    (= min(d, n) / max(d, n) for exact counts);
-      placement_i  share of (object of i, object of j) pairs in the asserted relation (0 if there
-                   are no pairs), 1 when include i asserts no position;
+      placement_i  product over the facts include i asserts of the share of its objects (region) or
+                   pairs (position, relative size) for which the fact holds (0 if there are none),
+                   1 when it asserts none;
       d_e          objects matching an exclude e that is paired with no include.
     partial == 1 exactly when strict == 1.
     """
@@ -308,11 +365,9 @@ def check(objects: Sequence[Detection | SceneObject], record: dict[str, Any], *,
             closeness = 1.0
         strict &= found >= need
         placement = 1.0
-        if entry.get("position") is not None:
-            relation, j = entry["position"]
-            pairs = [relation_holds(a, b, relation, margin) for a in matched[i] for b in matched[j]]
-            placement = sum(pairs) / len(pairs) if pairs else 0.0
-            strict &= bool(pairs) and all(pairs)
+        for outcomes in entry_facts(i, includes, matched, canvas):
+            placement *= sum(outcomes) / len(outcomes) if outcomes else 0.0
+            strict &= bool(outcomes) and all(outcomes)
         scores.append(closeness * placement)
     partial = unpaired_penalty * sum(scores) / len(scores)
     return Verdict(strict=int(strict), partial=float(partial))
@@ -327,7 +382,7 @@ def verify(image: np.ndarray, record: dict[str, Any]) -> Verdict:
     """check(detect(image), record); raises UnsupportedClassError for non-ShapeWorld records."""
     check_supported(record)
     image = np.asarray(image)
-    return check(detect(image), record, margin=relation_margin(image.shape[1]))
+    return check(detect(image), record, canvas=image.shape[1])
 
 
 def verify_batch(images: np.ndarray, records: Sequence[dict[str, Any]]) -> list[Verdict]:
@@ -338,5 +393,4 @@ def verify_batch(images: np.ndarray, records: Sequence[dict[str, Any]]) -> list[
     for record in records:
         check_supported(record)
     detections = detect_batch(images)
-    margin = relation_margin(images.shape[2])
-    return [check(d, r, margin=margin) for d, r in zip(detections, records, strict=True)]
+    return [check(d, r, canvas=images.shape[2]) for d, r in zip(detections, records, strict=True)]
