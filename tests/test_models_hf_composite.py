@@ -265,7 +265,8 @@ def test_rl_steps_with_real_rollouts_train_generator_then_editor(hf_parts: HfPar
     # the intrinsic reward (the reference VLM's prompt likelihood) differs between any two images, so every
     # group has non-zero image advantages even for random weights
     cfg = RlConfig(group_size=2, prompts_per_step=1, nodes_per_step=1, sample_steps=2, cfg_scale=2.0,
-                   max_new_tokens=4, lr=1e-3, reward=RewardConfig(name="intrinsic"), replay_weight=0.0)
+                   max_new_tokens=4, lr=1e-3, reward=RewardConfig(name="intrinsic"), replay_weight=0.0,
+                   drop_equal_groups=False)
     state = TrainerState(0, model, make_optimizer(model, cfg), np.random.default_rng(0), gen(0), RolloutBuffer(8), [])
     reward = build_reward(cfg.reward)
     for part, kind in (("generator", "reason"), ("editor", "refine")):

@@ -113,9 +113,10 @@ def test_invalid_rl_configs_are_rejected(bad: dict) -> None:
 
 
 def test_default_rl_config_follows_the_method() -> None:
-    cfg = RlConfig()  # the textbook values but the departures docs/method.md measures (beta_text, replay, EMA)
+    cfg = RlConfig()  # the textbook values but the departures docs/method.md measures (beta_text, EMA, groups)
     assert (cfg.group_size, cfg.p_perfect, cfg.clip, cfg.beta_text, cfg.beta_image) == (8, 0.15, 0.2, 0.05, 0.001)
-    assert (cfg.replay_weight, cfg.ema_decay) == (1.0, 0.99)
+    assert (cfg.replay_weight, cfg.ema_decay, cfg.drop_equal_groups) == (0.0, 0.99, True)
+    assert cfg.reward.params == {"mode": "strict"} and cfg.reasoning_format == "parses"
     assert (cfg.w_text, cfg.w_image, cfg.eta_reason, cfg.eta_refine, cfg.normalize_std) == (1.0, 2.0, 0.7, 1.0, False)
     assert RlConfig.model_validate(cfg.model_dump()) == cfg
 

@@ -8,9 +8,9 @@ at sampling time and a frozen copy of the SFT model as the KL reference.
 How this departs from the textbook (besides the batching notes in r3.rl.rollout):
   * the learning rate is constant: RL starts from a warmed-up policy and the PPO clip bounds each
     update, so there is no warm-up or decay to resume;
-  * the reward defaults to the verifier's *partial* credit: the strict 0/1 verifier gives an SFT
-    model (low strict accuracy) mostly all-zero groups, i.e. zero advantages and no signal. Strict
-    held-out accuracy is still logged every `eval_every` steps beside the training reward: it is the
+  * groups whose rewards are all equal leave the loss, and a step left with none takes no optimizer step
+    (rl.drop_equal_groups): with the strict 0/1 reward most groups of an SFT policy are all right or all wrong.
+    Strict held-out accuracy is logged every `eval_every` steps beside the training reward: it is the
     reward-hacking monitor, whatever reward trains the policy.
 
 Settings: r3.rl.config. Resume: every `checkpoint_every` steps the whole trainer state is saved (r3.rl.checkpoint);
