@@ -23,8 +23,8 @@ import yaml
 
 from r3 import paths
 from r3.evals.compare import compare_table, flatten, rows_from_dvc, rows_from_mlflow
-from r3.evals.seeds import (LABELS, SEED, RewardTrend, experiments_first, parse_label, reward_trend, run_identity,
-                            seed_runs, seeds_markdown)
+from r3.evals.seeds import (EVALUATE, LABELS, SEED, RewardTrend, experiments_first, parse_label, reward_trend,
+                            run_identity, seed_runs, seeds_markdown)
 
 
 def dvc_entries() -> list[dict]:
@@ -77,11 +77,29 @@ def mlflow_trends(experiment: str, defaults: dict, labels: dict[str, str], key: 
     return trends
 
 
+def committed_metrics(rev: str) -> dict | None:
+    """The evaluate metrics file as run `rev` committed it (the workspace's own file for "workspace"), or None."""
+    if rev == "workspace":
+        return json.loads(paths.EVALUATE_METRICS.read_text()) if paths.EVALUATE_METRICS.is_file() else None
+    out = subprocess.run(["git", "show", f"{rev}:{paths.EVALUATE_METRICS.as_posix()}"], capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def with_list_metrics(rows: list[dict]) -> list[dict]:
+    """`dvc exp show --json` leaves list-valued metrics out (the R3 rounds' scaling rows): add them from each run's
+    committed metrics file; what `dvc exp show` gave wins."""
+    for row in rows:
+        committed = committed_metrics(row["rev"])
+        if committed is not None:
+            row["metrics"] = {**flatten(committed, EVALUATE), **row["metrics"]}
+    return rows
+
+
 def seed_view(args: argparse.Namespace) -> int:
     entries = json.loads(args.dvc_json.read_text()) if args.dvc_json else dvc_entries()
     defaults = flatten(yaml.safe_load(args.defaults.read_text()))
     labels = {**LABELS, **dict(parse_label(label) for label in args.label)}
-    runs, repeats = seed_runs(rows_from_dvc(experiments_first(entries)), defaults, labels)
+    runs, repeats = seed_runs(with_list_metrics(rows_from_dvc(experiments_first(entries))), defaults, labels)
     if not runs:
         print("error: no experiment with base.seed and an evaluate headline in `dvc exp show`", file=sys.stderr)
         return 2

@@ -192,7 +192,9 @@ def test_reward_trend_averages_the_first_and_last_reason_steps():
                          "is more than 2 sd (0.040).")
 
 
-def test_flows_compare_writes_the_seed_view(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_flows_compare_writes_the_seed_view(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # not a git repository: no committed metrics to add
     saved, defaults = tmp_path / "exp_show.json", tmp_path / "params.yaml"
     saved.write_text(json.dumps(entries()))
     defaults.write_text(json.dumps(PARAMS))  # JSON is YAML
@@ -229,3 +231,40 @@ def test_reward_trends_come_from_the_newest_mlflow_rl_run_of_each_config_and_see
     assert sorted((t.config, t.sft_seed, t.seed, round(t.initial, 6), round(t.final, 6)) for t in trends) == [
         ("control", 0, 0, 0.3, 0.3), ("default", 0, 0, 0.4, 0.8), ("default", 0, 1, 0.5, 1.3),
         ("default", 1, 1, 0.6, 1.8)]
+
+
+def without_lists(tree: dict) -> dict:
+    """A metrics tree as `dvc exp show --json` gives it: list values left out."""
+    return {k: without_lists(v) if isinstance(v, dict) else v for k, v in tree.items() if not isinstance(v, list)}
+
+
+def test_flows_compare_reads_the_scaling_rows_dvc_leaves_out_from_each_runs_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    listed = entries()
+    for exp in listed[1]["experiments"][0]["revs"]:
+        if exp["name"] != "default-sft0-1":
+            continue
+        evaluate = exp["data"]["metrics"][EVALUATE_FILE]
+        Path(EVALUATE_FILE).parent.mkdir(parents=True, exist_ok=True)
+        Path(EVALUATE_FILE).write_text(json.dumps(evaluate["data"]))
+        subprocess.run([*git, "add", EVALUATE_FILE], check=True)
+        subprocess.run([*git, "commit", "-qm", "run"], check=True)
+        exp["rev"] = exp["data"]["rev"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                                         text=True, check=True).stdout.strip()
+    for exp in listed[1]["experiments"][0]["revs"]:
+        if exp["data"]["metrics"][EVALUATE_FILE].get("data"):
+            exp["data"]["metrics"][EVALUATE_FILE]["data"] = without_lists(exp["data"]["metrics"][EVALUATE_FILE]["data"])
+    Path(EVALUATE_FILE).unlink()  # the workspace has no metrics file: its row stays as DVC gave it
+    saved, defaults, out = tmp_path / "exp_show.json", tmp_path / "params.yaml", tmp_path / "reports"
+    saved.write_text(json.dumps(listed))
+    defaults.write_text(json.dumps(PARAMS))
+    assert main(["--seeds", "--dvc-json", str(saved), "--defaults", str(defaults), "--seeds-out", str(out),
+                 "--reward-window", "0"]) == 0
+    lines = (out / "seeds.md").read_text().splitlines()
+    # only RL seed 1's commit is readable: its scaling rows come back (0.2 + 0.05 after 2 rounds), one run each
+    assert "| default | 0 | rl | 2 | 1 | 0.250 | 0.700 | 2.0 | 1.0 |" in lines
+    assert not any(line.startswith("| reason-only | 0 | rl |") for line in lines)

@@ -80,7 +80,7 @@ def rows_from_dvc(entries: Sequence[dict[str, Any]], metrics_file: str | None = 
             if metrics_file is None or path == metrics_file:
                 metrics.update(flatten(result.get("data") or {}, "" if metrics_file else f"{path}:"))
         name = state.get("name") or _short_rev(str(state.get("rev", "?")))
-        rows.append({"name": name, "params": params, "metrics": metrics})
+        rows.append({"name": name, "rev": str(state.get("rev", "")), "params": params, "metrics": metrics})
     return rows
 
 
