@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --seeds: the params configs are labelled against")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE:NAME",
                         help="with --seeds: name a config's override, e.g. rl.beta_text=0.001:textbook-kl (repeatable)")
-    parser.add_argument("--reward-key", default="reward/verifier_partial",
+    parser.add_argument("--reward-key", default="reward/verifier_strict",
                         help="with --seeds: the rl runs' training-reward curve to summarise (MLflow --experiment)")
     parser.add_argument("--reward-window", type=int, default=20,
                         help="with --seeds: reason steps averaged at the start and the end of each curve; 0 = skip")

@@ -185,11 +185,14 @@ def test_reward_trend_averages_the_first_and_last_reason_steps():
     default = [RewardTrend("default", 0, s, 0.2, 0.2 + rise) for s, rise in enumerate((0.10, 0.12, 0.14))]
     control = [RewardTrend("control", 0, s, 0.2, 0.2 + rise) for s, rise in enumerate((0.0, 0.01, -0.01))]
     other_sft = [RewardTrend("default", 1, 1, 0.2, 0.5)]
-    lines = trend_lines(control + other_sft + default, "reward/verifier_partial", 20)
+    better = [RewardTrend("reason-only", 0, s, 0.2, 0.2 + rise) for s, rise in enumerate((0.30, 0.32, 0.34))]
+    lines = trend_lines(control + other_sft + default + better, "reward/verifier_partial", 20)
     assert "| default | 0 | 0, 1, 2 | 0.200 ± 0.000 | 0.320 ± 0.020 | 0.120 ± 0.020 |" in lines
     assert "| default | 1 | 1 | 0.200 | 0.500 | 0.300 |" in lines
-    assert lines[-1] == ("- SFT seed 0: default rises +0.120 ± 0.020, control +0.000 ± 0.010: the difference +0.120 "
-                         "is more than 2 sd (0.040).")
+    assert lines[-2:] == ["- SFT seed 0: default rises +0.120 ± 0.020, control +0.000 ± 0.010: the difference +0.120 "
+                          "is more than 2 sd (0.040).",
+                          "- SFT seed 0: default rises +0.120 ± 0.020, reason-only +0.320 ± 0.020: the difference "
+                          "-0.200 is more than 2 sd (0.040)."]
 
 
 def test_flows_compare_writes_the_seed_view(tmp_path: Path, capsys: pytest.CaptureFixture[str],

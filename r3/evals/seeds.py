@@ -248,7 +248,7 @@ def trend_lines(trends: Sequence[RewardTrend], key: str, window: int) -> list[st
             continue
         (mean_d, sd_d), (mean_c, sd_c) = mean_sd([t.rise for t in default]), mean_sd([t.rise for t in group])
         difference, bound = mean_d - mean_c, 2 * max(sd_d, sd_c)
-        verdict = "more than" if difference > bound else "not more than"
+        verdict = "more than" if abs(difference) > bound else "not more than"  # either way round
         lines.append(f"- SFT seed {sft_seed}: {DEFAULT} rises {mean_d:+.3f} ± {sd_d:.3f}, {config} {mean_c:+.3f} ± "
                      f"{sd_c:.3f}: the difference {difference:+.3f} is {verdict} 2 sd ({bound:.3f}).")
     return lines
