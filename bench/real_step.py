@@ -1,11 +1,11 @@
 """Seconds per step, memory and throughput of the hf-composite backend at real architecture sizes, random weights.
 
 Builds the Qwen2.5-VL + SD3 + FLUX.1-Kontext model of a profile from the configs under configs/models/ (sizes from
-the public model cards; weights random, built offline on the device, nothing read from the hub), with LoRA as in
-the README's worked example, and a frozen reference (the KL target of RL) that shares the policy's frozen text
-encoders and VAEs. Tokenizers are hand-made byte-level ones with the models' real vocabulary *sizes*, so prompts
-tokenize into more tokens than with the real tokenizers (an upper bound) and random weights write every text to
-its token limit. Then 1 warm-up + N timed repetitions of:
+the public model cards; weights random, built offline on the device by r3.models.hf_random, nothing read from the
+hub), with LoRA as in the README's worked example, and a frozen reference (the KL target of RL) that shares the
+policy's frozen text encoders and VAEs. Tokenizers are hand-made byte-level ones with the models' real vocabulary
+*sizes*, so prompts tokenize into more tokens than with the real tokenizers (an upper bound) and random weights
+write every text to its token limit. Then 1 warm-up + N timed repetitions of:
   * sft: one SFT step (generation, editing and VQA losses, batch `sft_batch` each), r3.train.sft.step_losses;
   * rl_reason, rl_refine: one Tree-RL cycle (group 8, real SDE rollouts, params.yaml's rl section with the
     profile's sampling), r3.rl.train.train_step, split into sampling / reward / training as it reports them;
@@ -32,31 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import (
-    AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
-    FluxKontextPipeline,
-    FluxTransformer2DModel,
-    SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
-)
 from diffusers.utils import logging as diffusers_logging
-from tokenizers import pre_tokenizers
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTextModelWithProjection,
-    CLIPTokenizer,
-    GenerationConfig,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2Tokenizer,
-    T5Config,
-    T5EncoderModel,
-    T5Tokenizer,
-)
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.utils import logging as transformers_logging
 
 from r3.config import BaseConfig
@@ -66,12 +43,13 @@ from r3.evals.evaluate import EvaluateConfig, run_evaluate
 from r3.evals.r3_loop import run_r3
 from r3.models.hf_composite import HfCompositeConfig, HfCompositeModel, HfLoraConfig
 from r3.models.hf_image import KontextEditor, Sd3Generator
+from r3.models.hf_random import build_pipeline, build_vlm
 from r3.models.hf_text import VlmText
 from r3.models.interface import SamplingConfig
 from r3.params import read_params, section
 from r3.rewards.base import build_reward
 from r3.rewards.verifier import VerifierReward
-from r3.rl.buffer import RolloutBuffer
+from r3.rl.rollout import RolloutBuffer
 from r3.rl.checkpoint import TrainerState, make_optimizer
 from r3.rl.config import RlConfig
 from r3.rl.train import train_rl, train_step
@@ -85,17 +63,6 @@ SFT_TASKS = ("generate", "edit", "answer")
 """The SFT step's tasks: one generation, one editing and one text (VQA, with an image) batch."""
 GROUP = 8
 """Rollouts per RL group, and prompts of the R3 loop."""
-QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>"]
-WORD_MERGES = [("y", "e"), ("ye", "s"), ("n", "o")]
-"""Merges that make the judge's answers single tokens."""
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-"""Qwen's ChatML layout, image placeholder included."""
 
 
 @dataclass(frozen=True)
@@ -149,89 +116,7 @@ def read_part(name: str) -> dict:
     return json.loads((CONFIGS / name).read_text())
 
 
-# ----- tokenizers (hand-made: nothing is downloaded) -----
-
-def byte_alphabet() -> list[str]:
-    return sorted(pre_tokenizers.ByteLevel.alphabet())
-
-
-def qwen_tokenizer() -> Qwen2Tokenizer:
-    vocab = {c: i for i, c in enumerate(byte_alphabet())}
-    for a, b in WORD_MERGES:
-        vocab[a + b] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=WORD_MERGES)
-    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-def clip_tokenizer(max_length: int) -> CLIPTokenizer:
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in byte_alphabet():
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
-
-
-def t5_tokenizer() -> T5Tokenizer:
-    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(c, -3.0) for c in letters] + [("▁" + c, -3.0) for c in letters]
-    return T5Tokenizer(vocab=pieces, extra_ids=0)
-
-
-# ----- random-weight models from the config files -----
-
-def build_vlm(part: dict, device: torch.device, dtype: torch.dtype, max_new_tokens: int) -> VlmText:
-    """The Qwen2.5-VL of `part`, its special-token ids replaced by the hand-made tokenizer's."""
-    tokenizer = qwen_tokenizer()
-    token = tokenizer.convert_tokens_to_ids
-    settings = copy.deepcopy(part["model"])
-    settings["text_config"] |= {"bos_token_id": None, "eos_token_id": token("<|im_end|>"),
-                                "pad_token_id": token("<|endoftext|>")}
-    settings |= {"image_token_id": token("<|image_pad|>"), "video_token_id": token("<|video_pad|>"),
-                 "vision_start_token_id": token("<|vision_start|>"), "vision_end_token_id": token("<|vision_end|>")}
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(Qwen2_5_VLConfig(**settings), dtype=dtype)
-    model.generation_config = GenerationConfig(eos_token_id=[token("<|im_end|>"), token("<|endoftext|>")])
-    return VlmText(model, tokenizer, Qwen2VLImageProcessorPil(**part["image_processor"]), max_new_tokens)
-
-
-def clip_encoder(settings: dict, projection: bool, device: torch.device, dtype: torch.dtype) -> CLIPTextModel:
-    config = CLIPTextConfig(**settings, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    with torch.device(device):
-        return (CLIPTextModelWithProjection if projection else CLIPTextModel)._from_config(config, dtype=dtype)
-
-
-def t5_encoder(settings: dict, device: torch.device, dtype: torch.dtype) -> T5EncoderModel:
-    with torch.device(device):
-        return T5EncoderModel._from_config(T5Config(**settings, decoder_start_token_id=0), dtype=dtype)
-
-
-def diffusers_model(cls, settings: dict, device: torch.device, dtype: torch.dtype):
-    with torch.device(device):
-        return cls.from_config(settings).to(dtype)
-
-
-def build_pipeline(part: dict, device: torch.device, dtype: torch.dtype):
-    """The StableDiffusion3Pipeline (generator) or FluxKontextPipeline (editor) of `part`."""
-    clip = clip_tokenizer(part["text_encoder"]["max_position_embeddings"])
-    vae = diffusers_model(AutoencoderKL, part["vae"], device, dtype)
-    if part["kind"] == "generator":
-        return StableDiffusion3Pipeline(
-            transformer=diffusers_model(SD3Transformer2DModel, part["transformer"], device, dtype),
-            scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
-            text_encoder=clip_encoder(part["text_encoder"], True, device, dtype), tokenizer=clip,
-            text_encoder_2=clip_encoder(part["text_encoder_2"], True, device, dtype), tokenizer_2=clip,
-            text_encoder_3=t5_encoder(part["text_encoder_3"], device, dtype), tokenizer_3=t5_tokenizer(),
-        )
-    return FluxKontextPipeline(
-        transformer=diffusers_model(FluxTransformer2DModel, part["transformer"], device, dtype),
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
-        text_encoder=clip_encoder(part["text_encoder"], False, device, dtype), tokenizer=clip,
-        text_encoder_2=t5_encoder(part["text_encoder_2"], device, dtype), tokenizer_2=t5_tokenizer(),
-    )
-
+# ----- random-weight models from the config files (r3.models.hf_random) -----
 
 def build_models(profile: Profile, config: HfCompositeConfig, device: torch.device,
                  dtype: torch.dtype) -> tuple[HfCompositeModel, HfCompositeModel]:

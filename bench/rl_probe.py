@@ -5,7 +5,7 @@ Each update samples `--prompts` train prompts x `--group` layouts at temperature
 each layout 1 if it is drawable and satisfies its prompt (r3.world.layout.layout_satisfies: the exact codec then
 draws it as written, so this is the verifier's strict verdict on the image a faithful renderer draws) else 0,
 drops groups whose rewards are all equal (rl.drop_equal_groups), and takes one AdamW step on the GRPO text loss
-(PPO clip, k3 KL to the starting checkpoint) of r3.rl.losses. Every `--eval-every` updates it prints the share of
+(PPO clip, k3 KL to the starting checkpoint) of r3.rl.objective. Every `--eval-every` updates it prints the share of
 greedy held-out layouts that satisfy their prompt per suite (reasoning validity: GenEval++ / GenEval under an exact
 renderer), on every held-out prompt. Defaults are params.yaml's `rl` section; flags override them.
 
@@ -25,10 +25,9 @@ from r3.data.table import Table
 from r3.evals.heldout import reasoning_validity
 from r3.models.registry import load_checkpoint
 from r3.params import read_params, section
-from r3.rl.advantages import group_advantages
 from r3.rl.config import RlConfig
-from r3.rl.losses import text_policy_loss
-from r3.rl.rollout import informative, repeat, take_texts
+from r3.rl.objective import group_advantages, informative, text_policy_loss
+from r3.rl.rollout import repeat, take_texts
 from r3.world.layout import layout_satisfies
 
 

@@ -29,7 +29,7 @@ from r3.rl.checkpoint import fresh_state
 from r3.rl.config import RlConfig
 from r3.rl.train import train_step
 from r3.train.data import SynthSplit
-from r3.world.prompts import vocabulary
+from r3.world.vocabulary import vocabulary
 
 PARTS = ("time/sample_s", "time/reward_s", "time/train_s", "time/step_s")
 

@@ -25,6 +25,8 @@ from r3 import paths
 from r3.evals.compare import compare_table, flatten, rows_from_dvc, rows_from_mlflow
 from r3.evals.seeds import (EVALUATE, LABELS, SEED, RewardTrend, experiments_first, parse_label, reward_trend,
                             run_identity, seed_runs, seeds_markdown)
+from r3.rewards.base import WeightedReward, build_reward
+from r3.rl.config import RlConfig
 
 
 def dvc_entries() -> list[dict]:
@@ -95,17 +97,28 @@ def with_list_metrics(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def training_reward_key(params: dict) -> str:
+    """The MLflow key of the rl stage's training reward under `params` (params.yaml's content): reward/<its name>,
+    or of a weighted reward's heaviest component (the rl stage logs a weighted reward's components, not its sum)."""
+    reward = build_reward(RlConfig(**params.get("rl", {})).reward)
+    if isinstance(reward, WeightedReward):
+        reward = max(zip(reward.weights, reward.rewards), key=lambda pair: pair[0])[1]
+    return f"reward/{reward.name}"
+
+
 def seed_view(args: argparse.Namespace) -> int:
     entries = json.loads(args.dvc_json.read_text()) if args.dvc_json else dvc_entries()
-    defaults = flatten(yaml.safe_load(args.defaults.read_text()))
+    raw_defaults = yaml.safe_load(args.defaults.read_text())
+    defaults = flatten(raw_defaults)
+    reward_key = args.reward_key or training_reward_key(raw_defaults)
     labels = {**LABELS, **dict(parse_label(label) for label in args.label)}
     runs, repeats = seed_runs(with_list_metrics(rows_from_dvc(experiments_first(entries))), defaults, labels)
     if not runs:
         print("error: no experiment with base.seed and an evaluate headline in `dvc exp show`", file=sys.stderr)
         return 2
-    trends = [] if args.reward_window == 0 else mlflow_trends(args.experiment, defaults, labels, args.reward_key,
+    trends = [] if args.reward_window == 0 else mlflow_trends(args.experiment, defaults, labels, reward_key,
                                                               args.reward_window)
-    markdown = seeds_markdown(runs, trends, args.reward_key, args.reward_window, repeats)
+    markdown = seeds_markdown(runs, trends, reward_key, args.reward_window, repeats)
     args.seeds_out.mkdir(parents=True, exist_ok=True)
     (args.seeds_out / "seeds.md").write_text(markdown)
     (args.seeds_out / "seeds.json").write_text(json.dumps([run.record for run in runs], indent=2) + "\n")
@@ -129,8 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --seeds: the params configs are labelled against")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE:NAME",
                         help="with --seeds: name a config's override, e.g. rl.beta_text=0.001:textbook-kl (repeatable)")
-    parser.add_argument("--reward-key", default="reward/verifier_strict",
-                        help="with --seeds: the rl runs' training-reward curve to summarise (MLflow --experiment)")
+    parser.add_argument("--reward-key",
+                        help="with --seeds: the rl runs' training-reward curve to summarise (MLflow --experiment; "
+                             "default: the reward --defaults trains with, e.g. reward/verifier_strict)")
     parser.add_argument("--reward-window", type=int, default=20,
                         help="with --seeds: reason steps averaged at the start and the end of each curve; 0 = skip")
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ from r3.errors import InputError
 from r3.data.synth import SPLITS, TABLES, SynthConfig, build_table, heldout_pool
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
-from r3.world.prompts import vocabulary
+from r3.world.vocabulary import vocabulary
 
 BASE = BaseConfig(num_threads=1)
 MODEL = TinyConfig(patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=1, head_heads=2)

@@ -18,7 +18,7 @@ from r3.models.tiny import TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
 from r3.rl.checkpoint import load_resume
 from r3.train.distributed import block_modules, fsdp_settings, make_accelerator
-from r3.world.prompts import vocabulary
+from r3.world.vocabulary import vocabulary
 from test_rl_train import build_inputs, rl_config
 from test_sft_stage import MODEL
 from test_sft_stage import synth_dir  # noqa: F401  (the SFT tests' synth tables fixture)

@@ -16,7 +16,7 @@ from r3.models.interface import SamplingConfig
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
 from r3.world.geneval_io import write_prompt_file
-from r3.world.prompts import vocabulary
+from r3.world.vocabulary import vocabulary
 
 BASE = BaseConfig(num_threads=1)
 MODEL = TinyConfig(patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=1, head_heads=2)

@@ -15,10 +15,11 @@ from r3.models.interface import SamplingConfig
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer, encode_words
 from r3.world.geneval_io import read_prompt_file
-from r3.world.prompts import GENEVAL_PP_TAGS, GENEVAL_TAGS, join_phrases, scene_for, spaced_words, vocabulary
+from r3.world.prompts import GENEVAL_PP_TAGS, GENEVAL_TAGS, join_phrases, scene_for, spaced_words
 from r3.world.render import render
 from r3.world.scene import Scene, SceneObject
 from r3.world.verifier import Verdict, verify_batch
+from r3.world.vocabulary import vocabulary
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "geneval_free_phrasing.jsonl"
 GENEVAL_PP_EXAMPLE = EXAMPLE.parent / "geneval_pp_schema.jsonl"

@@ -28,8 +28,8 @@ def resolve(dotted: str) -> object:
 
 
 def test_the_method_names_the_functions_of_its_formulas():
-    assert {"r3.rl.losses.ppo_clip_loss", "r3.rl.losses.kl_k3", "r3.models.sampling.sde_step_mean_std",
-            "r3.rl.advantages.group_advantages", "r3.rl.buffer.RolloutBuffer.sample_node"} <= set(NAMED)
+    assert {"r3.rl.objective.ppo_clip_loss", "r3.rl.objective.kl_k3", "r3.models.sampling.sde_step_mean_std",
+            "r3.rl.objective.group_advantages", "r3.rl.rollout.RolloutBuffer.sample_node"} <= set(NAMED)
 
 
 @pytest.mark.parametrize("dotted", NAMED)

@@ -24,7 +24,7 @@ from r3.models.losses import ImageBatch, TextBatch, flow_matching_loss, text_los
 from r3.models.registry import MODEL_CONFIG, build_model, load_checkpoint, read_model_config
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.rewards import RewardConfig, build_reward
-from r3.rl.buffer import RolloutBuffer
+from r3.rl.rollout import RolloutBuffer
 from r3.rl.checkpoint import TrainerState, make_optimizer
 from r3.rl.config import RlConfig
 from r3.rl.train import train_rl, train_step

@@ -7,7 +7,7 @@ from transformers import PreTrainedTokenizerFast
 from r3.models.registry import load_init
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import SPECIAL_TOKENS, build_tokenizer, encode_words
-from r3.world.prompts import vocabulary
+from r3.world.vocabulary import vocabulary
 
 MODEL = TinyConfig(patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=1, head_heads=2)
 

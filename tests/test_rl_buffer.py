@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from r3.rl.buffer import Node, RolloutBuffer
-from r3.rl.schedule import sde_step_index, step_kind
+from r3.rl.objective import sde_step_index, step_kind
+from r3.rl.rollout import Node, RolloutBuffer
 
 
 def _node(alignment: float, seed: int = 0) -> Node:

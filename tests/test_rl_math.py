@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from r3.rl.advantages import group_advantages
-from r3.rl.losses import image_policy_loss, kl_k3, ppo_clip_loss, text_policy_loss, total_loss
-from r3.rl.stage_rewards import reason_rewards, refine_rewards
+from r3.rl.objective import (group_advantages, image_policy_loss, kl_k3, ppo_clip_loss, reason_rewards, refine_rewards,
+                              text_policy_loss, total_loss)
 
 
 def test_constant_group_has_zero_advantage_with_and_without_std():

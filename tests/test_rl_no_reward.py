@@ -9,9 +9,9 @@ from r3.models.tokenizer import build_tokenizer
 from r3.rewards import RewardConfig, VerifierReward, build_reward, score_with_components
 from r3.rl.config import RlConfig
 from r3.rl.rollout import reason_rollouts
-from r3.world.prompts import vocabulary
 from r3.world.render import render
 from r3.world.scene import Scene, SceneObject
+from r3.world.vocabulary import vocabulary
 
 RECORD = {
     "tag": "color_spatial_attr",

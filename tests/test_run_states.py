@@ -22,7 +22,7 @@ from flows import rl as rl_stage
 from r3 import paths
 from r3.config import BaseConfig
 from r3.rl.config import RlConfig
-from r3.rl.train import RlResult
+from r3.train.frame import TrainResult
 
 STAGE = Path(__file__).with_name("killable_stage.py")
 SERVER_APP = "prefect.server.api.server:create_app"
@@ -121,7 +121,7 @@ def test_rl_run_that_resumes_a_killed_runs_checkpoints_names_it(tmp_path, monkey
         (out_dir / "checkpoint").mkdir()
         (out_dir / "samples").mkdir()
         (out_dir / "metrics.json").write_text("{}")
-        return RlResult(out_dir / "checkpoint", {"headline": {"vqa": 0.5}}, history, [])
+        return TrainResult(out_dir / "checkpoint", {"headline": {"vqa": 0.5}}, history, [])
 
     monkeypatch.setattr(tasks.rl, "train_rl", train_rl)
     base = BaseConfig(experiment="resumes", system_metrics=False)

@@ -21,7 +21,7 @@ from r3.data.synth import SynthConfig, build_table, heldout_pool
 from r3.evals.evaluate import EvaluateConfig, run_evaluate
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
-from r3.world.prompts import vocabulary
+from r3.world.vocabulary import vocabulary
 from tasks.runner import task_runner
 
 BASE = {"num_threads": 1, "experiment": "runner"}

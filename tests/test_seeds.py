@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.compare import main, mlflow_trends
+from flows.compare import main, mlflow_trends, training_reward_key
 from r3.config import BaseConfig
 from r3.evals.compare import rows_from_dvc
 from r3.evals.evaluate import headline
@@ -216,6 +216,15 @@ def test_flows_compare_writes_the_seed_view(tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "dvc exp run --queue -S rl.seed=0,1,2" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_default_reward_curve_is_the_one_the_defaults_train_with() -> None:
+    assert training_reward_key({"rl": {"steps": 3}}) == "reward/verifier_strict"  # RlConfig's default reward
+    partial = {"rl": {"reward": {"name": "verifier", "params": {"mode": "partial"}}}}
+    assert training_reward_key(partial) == "reward/verifier_partial"
+    weighted = {"rl": {"reward": {"name": "weighted", "weights": [0.3, 0.7], "components": [
+        {"name": "verifier", "params": {"mode": "strict"}}, {"name": "verifier", "params": {"mode": "partial"}}]}}}
+    assert training_reward_key(weighted) == "reward/verifier_partial"
 
 
 def test_reward_trends_come_from_the_newest_mlflow_rl_run_of_each_config_and_seed() -> None:

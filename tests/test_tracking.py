@@ -16,7 +16,8 @@ from flows import sft as sft_stage
 from r3 import paths
 from r3.config import BaseConfig
 from r3.train.pretrain import PretrainConfig
-from r3.train.sft import SftConfig, SftResult
+from r3.train.frame import TrainResult
+from r3.train.sft import SftConfig
 from tasks.cache import artifact_dir, stage_key
 from tasks.tracking import stage_run
 
@@ -33,7 +34,7 @@ def system_metrics(run_id: str) -> set[str]:
 
 
 def fake_train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, init_dir: Path | None, log,
-                   seconds: float = 2.5) -> SftResult:
+                   seconds: float = 2.5) -> TrainResult:
     """Stands in for a few seconds of training: writes what the stage publishes."""
     time.sleep(seconds)
     (out_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,7 @@ def fake_train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: P
     (out_dir / "metrics.json").write_text(json.dumps({"headline": {"vqa": 0.5}}))
     (out_dir / "history.jsonl").write_text(json.dumps({"step": 0, "loss/total": 1.0}) + "\n")
     log({"loss/total": 1.0}, 0)
-    return SftResult(out_dir / "checkpoint", {"headline": {"vqa": 0.5}}, out_dir / "history.jsonl", [])
+    return TrainResult(out_dir / "checkpoint", {"headline": {"vqa": 0.5}}, out_dir / "history.jsonl", [])
 
 
 def fake_synth(root: Path) -> None:
@@ -69,10 +70,10 @@ def test_pretrain_publishes_the_base_model_and_sends_its_sample_grids_to_mlflow_
     fake_synth(tmp_path)
     monkeypatch.chdir(tmp_path)
 
-    def train(base, cfg, synth_dir, out_dir, log) -> SftResult:
+    def train(base, cfg, synth_dir, out_dir, log) -> TrainResult:
         result = fake_train_sft(base, cfg, synth_dir, out_dir, None, log, seconds=0)
         (out_dir / "samples" / "generation_final.png").write_bytes(b"png")
-        return SftResult(result.checkpoint, {**result.metrics, "train_seconds": 1.0, "total_seconds": 1.0},
+        return TrainResult(result.checkpoint, {**result.metrics, "train_seconds": 1.0, "total_seconds": 1.0},
                          result.history, [])
 
     monkeypatch.setattr(tasks.pretrain, "train_pretrain", train)

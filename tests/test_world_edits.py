@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from r3.world import codec
-from r3.world.edits import ERROR_KINDS, STOP_ANSWER, apply_edit, corrupt, describe, resolve, violate
+from r3.world.edits import (ERROR_KINDS, STOP_ANSWER, apply_edit, corrupt, describe, reflection_parses, resolve,
+                             violate)
 from r3.world.layout import drawable, layout_satisfies, layout_text, parse_layout
-from r3.world.prompts import SUITES, exact_count_excludes, sample_example, vocabulary
+from r3.world.prompts import SUITES, exact_count_excludes, sample_example
 from r3.world.questions import ITA_NO, ITA_YES, VQA_CATEGORIES, ita_question, sample_vqa
 from r3.world.scene import COLORS, PLURALS, SIZES, Scene, SceneObject, cell_center
 from r3.world.verifier import check, relation_along, relation_holds
+from r3.world.vocabulary import vocabulary
 
 ALL_TAGS = [(suite, tag) for suite, tags in SUITES.items() for tag in tags]
 VOCABULARY = set(vocabulary())
@@ -155,6 +157,35 @@ def test_violate_is_deterministic_and_breaks_the_prompt():
 
 def test_stop_answer_is_in_the_vocabulary():
     assert set(STOP_ANSWER.split()) <= VOCABULARY
+
+
+def test_reflection_parses_every_instruction_form_and_the_stop_answer():
+    rng = np.random.default_rng(4)
+    made = [result[1] for record, scene in examples(seed=4, per_tag=5) for kind in ERROR_KINDS
+            if (result := corrupt(scene, record, kind, rng)) is not None]
+    assert {text.split()[0] for text in made} == {"add", "remove", "make", "move"}
+    assert all(reflection_parses(text) for text in made)
+    named = ["remove the circle", "remove the small green triangle at 3 3", "make the blue square red",
+             "make the red circle large", "move the large red circle at 1 1 to 2 7", "add a small red circle at 0 7"]
+    assert all(reflection_parses(text) for text in named)
+    assert reflection_parses(STOP_ANSWER) and reflection_parses(f" {STOP_ANSWER}\n")
+
+
+@pytest.mark.parametrize("text", [
+    "", "no further edit", "no further edit needed now", "add a red circle at 2 5", "add a small red circle at 2",
+    "add a small red circle at 2 5 6", "remove the red", "remove the circle circle", "the remove circle",
+    "make the circle round", "make the red red circle blue", "make the circle", "move the circle to 2",
+    "remove the circle at 10 3", "move the circle to 10 3", "move the circle to 3 8", "add a small red circle at -1 2",
+    "add a red small circle at 2 5", "remove the red small square", "move the red large circle to 1 2",
+])  # fmt: skip
+def test_reflection_parses_rejects_corrupted_instructions(text):
+    assert not reflection_parses(text)
+
+
+def test_names_take_either_attribute_order_but_reflections_only_describes():
+    scene = Scene(objects=(obj("square", "red", 1, 1),), canvas=32)
+    assert resolve("red small square", scene) == resolve("small red square", scene) == 0
+    assert reflection_parses("remove the small red square") and not reflection_parses("remove the red small square")
 
 
 # ---------------------------------------------------------------- layout

@@ -14,7 +14,6 @@ from r3.world.prompts import (
     join_phrases,
     noun_phrase,
     sample_example,
-    vocabulary,
 )
 from r3.world.render import render, shape_mask
 from r3.world.scene import (
@@ -30,6 +29,7 @@ from r3.world.scene import (
     object_extent,
 )
 from r3.world.verifier import check, relation_holds
+from r3.world.vocabulary import vocabulary
 
 ALL_TAGS = [(suite, tag) for suite, tags in SUITES.items() for tag in tags]
 

@@ -1,9 +1,10 @@
 """The project's import graph, read statically with `ast`: which project modules each module imports.
 
 Every `import` statement counts, at module level or inside a function (a deferred import: it runs when the
-function is first called). `explicit_imports` gives the modules a statement names (the graph whose layers
-`r3.devtools.layers` checks; its import-time cycles leave deferred imports out); `closure` adds what Python also runs, the `__init__.py` of every package above an imported module, and so gives the code a module runs:
-the code of a pipeline stage is the closure of its flow module `flows/<stage>.py`.
+function is first called). `explicit_imports` gives the modules a statement names (the graph whose layers and
+cycles `r3.devtools.layers` checks); `closure` adds what Python also runs, the `__init__.py` of every package above
+an imported module, and so gives the code a module runs: the code of a pipeline stage is the closure of its flow
+module `flows/<stage>.py`.
 """
 
 import ast
@@ -38,28 +39,15 @@ def _imported(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) 
     return [name for alias in node.names for name in (f"{base}.{alias.name}", base)]
 
 
-def import_statements(tree: ast.AST, deferred: bool = True) -> list[ast.Import | ast.ImportFrom]:
-    """The import statements of a module; with deferred=False only those that run when the module is imported
-    (not those inside a function body)."""
-    found = []
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            found.append(node)
-        elif deferred or not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            todo.extend(ast.iter_child_nodes(node))
-    return found
-
-
-def explicit_imports(modules: dict[str, Path], deferred: bool = True) -> dict[str, set[str]]:
-    """module -> the project modules its import statements name (`from a import b` names a.b if that is a module,
-    else the package a; `import a.b` names a.b); with deferred=False only the statements run at import time."""
+def explicit_imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """module -> the project modules its import statements, anywhere in it, name (`from a import b` names a.b if
+    that is a module, else the package a; `import a.b` names a.b)."""
     graph = {}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
         targets: set[str] = set()
-        for node in import_statements(ast.parse(path.read_text(), filename=str(path)), deferred):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in (n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)):
             candidates = _imported(node, name, is_package)
             if isinstance(node, ast.Import):
                 targets.update(c for c in candidates if c in modules)

@@ -1,9 +1,9 @@
-"""`python -m r3.devtools.layers`: print the import layers of r3/, tasks/ and flows/; exit 1 on an import-time
-cycle or on an import that climbs from a lower layer to a higher one (or across to a peer of the same layer).
+"""`python -m r3.devtools.layers`: print the import layers of r3/, tasks/ and flows/; exit 1 on an import cycle
+or on an import that climbs from a lower layer to a higher one (or across to a peer of the same layer).
 
 A module belongs to the unit of LAYERS with the longest matching dotted prefix. A unit may import itself and
-any unit of a lower layer; that holds for every import, deferred ones (inside a function) included. Cycles are
-those of the imports run at import time: a deferred import is how a module may use one built on it.
+any unit of a lower layer. Both rules hold for every import, deferred ones (inside a function) included: an
+import moved into a function to dodge a cycle still makes one, so the code that both modules need moves instead.
 """
 
 import argparse
@@ -76,10 +76,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def violations(graph: dict[str, set[str]], import_time: dict[str, set[str]],
-               layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
-    """One line per module outside every unit, per upward or sideways import of `graph` (every import), and per
-    cycle of `import_time` (the imports run at import time)."""
+def violations(graph: dict[str, set[str]], layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
+    """One line per module outside every unit, per upward or sideways import, and per import cycle."""
     problems = [f"no layer: {m}" for m in sorted(graph) if unit_of(m, layers) is None]
     for source in sorted(graph):
         placed = unit_of(source, layers)
@@ -90,7 +88,7 @@ def violations(graph: dict[str, set[str]], import_time: dict[str, set[str]],
             kind = "upward" if aimed[0] > placed[0] else "sideways"
             problems.append(f"{kind} import: {source} ({placed[1]}, layer {placed[0]}) -> {target} "
                             f"({aimed[1]}, layer {aimed[0]})")
-    problems += [f"cycle: {' <-> '.join(c)}" for c in cycles(import_time)]
+    problems += [f"cycle: {' <-> '.join(c)}" for c in cycles(graph)]
     return problems
 
 
@@ -113,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     modules = project_modules(args.root)
     graph = explicit_imports(modules)
     print(describe(graph))
-    problems = violations(graph, explicit_imports(modules, deferred=False))
+    problems = violations(graph)
     for line in problems:
         print(line, file=sys.stderr)
     edges = sum(len(t) for t in graph.values())

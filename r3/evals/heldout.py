@@ -6,7 +6,7 @@ overall generation accuracy is the mean of its tag accuracies (as GenEval++ comp
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,12 +38,17 @@ def row_seed(seed: int, row: int, round: int = 0) -> int:
     return first if round == 0 else int(np.random.SeedSequence([first, round]).generate_state(1)[0])
 
 
+def seeded_noise(seeds: Sequence[int], canvas: int) -> Tensor:
+    """(len(seeds), 3, H, W) starting noise, row i drawn from its own generator seeded by seeds[i], so a row's
+    noise does not depend on the batch it is in."""
+    return torch.stack([
+        torch.randn(3, canvas, canvas, generator=torch.Generator().manual_seed(int(s))) for s in seeds
+    ])
+
+
 def noise_for(index: np.ndarray, canvas: int, seed: int, round: int = 0) -> Tensor:
     """(B, 3, H, W) starting noise fixed by (seed, row, round), independent of batch size."""
-    return torch.stack([
-        torch.randn(3, canvas, canvas, generator=torch.Generator().manual_seed(row_seed(seed, int(i), round)))
-        for i in index
-    ])
+    return seeded_noise([row_seed(seed, int(i), round) for i in index], canvas)
 
 
 def grouped_mean(values: list[float], keys: list[str]) -> dict[str, float]:

@@ -55,6 +55,7 @@ from r3.models.interface import (
     TextSample,
 )
 from r3.models.sampling import sample_images, starting_latents, timesteps
+from r3.models.text_tasks import TextTaskMethods
 
 CONFIG_FILE = "config.json"
 PARTS = ("vlm", "generator", "editor")
@@ -195,7 +196,7 @@ def lora_state(module: nn.Module) -> dict[str, Tensor]:
     return {name: value.contiguous() for name, value in module.state_dict().items() if "lora_" in name}
 
 
-class HfCompositeModel(nn.Module, GuidedFlowMethods):
+class HfCompositeModel(nn.Module, GuidedFlowMethods, TextTaskMethods):
     """The `hf-composite` backend of `UnifiedModel` (and of the training hooks of r3.models.losses)."""
 
     def __init__(self, config: HfCompositeConfig, vlm: VlmText, sd3: Sd3Generator, kontext: KontextEditor | None):
@@ -231,34 +232,15 @@ class HfCompositeModel(nn.Module, GuidedFlowMethods):
 
     # ----- text -----
 
-    def reason(
-        self, prompts: Sequence[str], sampling: SamplingConfig, generator: torch.Generator | None = None
+    def sample_text(
+        self, query: TextQuery, sampling: SamplingConfig, generator: torch.Generator | None = None
     ) -> TextSample:
-        return self.vlm.sample(TextQuery("reason", list(prompts)), sampling, generator)
-
-    def reflect(
-        self, images: Tensor, prompts: Sequence[str], sampling: SamplingConfig, generator: torch.Generator | None = None
-    ) -> TextSample:
-        return self.vlm.sample(TextQuery("reflect", list(prompts), self._check_images(images)), sampling, generator)
-
-    def answer(self, images: Tensor, questions: Sequence[str], max_new_tokens: int = 16) -> TextSample:
-        greedy = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
-        return self.vlm.sample(TextQuery("answer", list(questions), self._check_images(images)), greedy)
+        return self.vlm.sample(query, sampling, generator)
 
     def judge(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
         probs = self.vlm.next_token_probs(TextQuery("judge", list(prompts), self._check_images(images)))  # (B, V)
         yes_no = probs[:, [self.vlm.yes_id, self.vlm.no_id]]  # (B, 2)
         return yes_no[:, 0] / yes_no.sum(dim=1).clamp_min(1e-30)
-
-    @torch.no_grad()
-    def prompt_likelihood(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
-        if any(not p.strip() for p in prompts):
-            raise ValueError("prompt_likelihood got an empty prompt")
-        targets = self.encode_targets(prompts, end=False)  # (B, T)
-        query = TextQuery("caption", [""] * len(prompts), self._check_images(images))
-        logp = self.text_logprobs(query, targets)  # (B, T)
-        count = (targets != self.pad_id).sum(dim=1).to(logp.device)  # (B,)
-        return torch.exp(logp.sum(dim=1) / count)
 
     def text_logprobs(self, query: TextQuery, token_ids: Tensor, temperature: float = 1.0) -> Tensor:
         return self.vlm.text_logprobs(query, token_ids, temperature)
@@ -267,12 +249,6 @@ class HfCompositeModel(nn.Module, GuidedFlowMethods):
         return self.vlm.encode_targets(targets, end)
 
     # ----- images -----
-
-    def _check_images(self, images: Tensor) -> Tensor:
-        size = self.config.resolution
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
-            raise ValueError(f"images must have shape (B, 3, {size}, {size}), got {tuple(images.shape)}")
-        return images
 
     def _editor(self) -> KontextEditor:
         if self.kontext is None:

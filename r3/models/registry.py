@@ -16,7 +16,7 @@ from r3.models.hf_composite import HfCompositeConfig, HfCompositeModel
 from r3.models.interface import TrainableUnifiedModel
 from r3.models.tiny import CONFIG_FILE, WEIGHTS_FILE, TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
-from r3.world.prompts import vocabulary
+from r3.world.vocabulary import vocabulary
 
 
 def backend_of(value: Any) -> str:

@@ -40,6 +40,7 @@ from r3.models.interface import (
     TextSample,
 )
 from r3.models.sampling import decode_tokens, sample_images, starting_latents, timesteps
+from r3.models.text_tasks import TextTaskMethods
 from r3.models.tokenizer import (
     BOS,
     EOS,
@@ -182,7 +183,7 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tensor:
     return ids
 
 
-class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
+class TinyUnifiedModel(nn.Module, GuidedFlowMethods, TextTaskMethods):
     """The `tiny` backend of `UnifiedModel`."""
 
     def __init__(self, config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> None:
@@ -280,10 +281,8 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         return Layout(layout.input_ids.to(self.device), layout.attention_mask.to(self.device))
 
     def _check_images(self, images: Tensor) -> Tensor:
-        size = self.config.canvas
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
-            raise ValueError(f"images must have shape (B, 3, {size}, {size}), got {tuple(images.shape)}")
-        return images.to(self.device, torch.float32)
+        # tiny's image readers (patch embedding, codec) take float32 on the model's device
+        return super()._check_images(images).to(self.device, torch.float32)
 
     def _embed(self, layout: Layout, image_embeds: Tensor | None) -> Tensor:
         """(B, L, D) token embeddings, the `<patch>` slots filled with `image_embeds` (K, D) in order."""
@@ -363,34 +362,11 @@ class TinyUnifiedModel(nn.Module, GuidedFlowMethods):
         ]
         return TextSample(texts, token_ids, logprobs, token_ids != self.pad_id, query, scoring_temperature)
 
-    def reason(
-        self, prompts: Sequence[str], sampling: SamplingConfig, generator: torch.Generator | None = None
-    ) -> TextSample:
-        return self.sample_text(TextQuery("reason", list(prompts)), sampling, generator)
-
-    def reflect(
-        self, images: Tensor, prompts: Sequence[str], sampling: SamplingConfig, generator: torch.Generator | None = None
-    ) -> TextSample:
-        return self.sample_text(TextQuery("reflect", list(prompts), images), sampling, generator)
-
-    def answer(self, images: Tensor, questions: Sequence[str], max_new_tokens: int = 16) -> TextSample:
-        greedy = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
-        return self.sample_text(TextQuery("answer", list(questions), images), greedy)
-
     @torch.no_grad()
     def judge(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
         layout, image_embeds = self._query_inputs(TextQuery("judge", list(prompts), images))
         logits = self._logits(self._hidden(layout, image_embeds)[:, -1])  # (B, V)
         return torch.softmax(logits[:, [self.yes_id, self.no_id]], dim=-1)[:, 0]
-
-    @torch.no_grad()
-    def prompt_likelihood(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
-        if any(not p.strip() for p in prompts):
-            raise ValueError("prompt_likelihood got an empty prompt")
-        targets = self.encode_targets(prompts, end=False)  # (B, T)
-        logp = self.text_logprobs(TextQuery("caption", [""] * len(prompts), images), targets)  # (B, T)
-        count = (targets != self.pad_id).sum(dim=1)  # (B,)
-        return torch.exp(logp.sum(dim=1) / count)
 
     # ----- images -----
 

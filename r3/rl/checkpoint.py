@@ -28,7 +28,7 @@ from torch import Tensor
 from r3.config import BaseConfig
 from r3.models.interface import TrainableUnifiedModel
 from r3.models.registry import load_checkpoint
-from r3.rl.buffer import RolloutBuffer
+from r3.rl.rollout import RolloutBuffer
 from r3.rl.config import RlConfig
 from r3.train.distributed import Learner, rank_seed_words
 

@@ -1,6 +1,8 @@
-"""The `rl` section of params.yaml: every setting of the Tree-RL stage (r3.rl.train). The defaults are the values
-params.yaml holds (a test compares them); docs/method.md gives the textbook value of each departure and why."""
+"""The `rl` section of params.yaml: every setting of the Tree-RL stage (r3.rl.train), and the rollout settings
+r3.rl.rollout reads from it. The defaults are the values params.yaml holds (a test compares them); docs/method.md
+gives the textbook value of each departure and why."""
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -8,8 +10,33 @@ from pydantic import Field, model_validator
 from r3.config import BaseConfig, Config
 from r3.models.interface import SamplingConfig
 from r3.rewards.base import RewardConfig
-from r3.rl.rollout import RolloutSettings
 from r3.train.data import SftTask
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How one step's groups are sampled (the RL config's rollout fields, in model terms)."""
+
+    group_size: int
+    """G, samples per group."""
+    text: SamplingConfig
+    """Reasoning / reflection sampling (temperature, top-p, max_new_tokens)."""
+    image: SamplingConfig
+    """Image sampling without SDE steps; the step's stochastic index and eta are filled in per step."""
+    eta_reason: float
+    """SDE noise scale `a` of reason steps."""
+    eta_refine: float
+    """SDE noise scale `a` of refine steps."""
+    normalize_std: bool
+    """Divide advantages by the group's reward std."""
+    reasoning_format: str = "parses"
+    """What the reason step's format reward f checks: "parses" (textbook) or "satisfies"."""
+    wrong_stop_delta: float = 0.0
+    """Refine delta of a child that stops on an imperfect node (textbook: 0)."""
+    refine_image_baseline: str = "group"
+    """Baseline of refine image advantages: the whole group ("group", textbook) or the edited children only."""
+    drop_equal_groups: bool = False
+    """Leave groups whose rewards are all equal (zero advantages) out of the loss (textbook: keep them)."""
 
 
 class RlConfig(Config):

@@ -1,4 +1,5 @@
-"""Tree-RL rollouts (docs/method.md): sample the groups of one step, score them, turn rewards into advantages.
+"""Tree-RL rollouts (docs/method.md): the buffer of reason-step nodes, and the sampling of one step's groups,
+scored and turned into advantages by r3.rl.objective's rewards.
 
 A group is G samples that share one prompt (reason) or one buffer node (refine), one initial noise
 and one SDE step index. Departures from the textbook, for CPU batching:
@@ -14,55 +15,125 @@ and one SDE step index. Departures from the textbook, for CPU batching:
   * a reflection that is neither the stop answer nor a parseable instruction is not a stop: the image
     is edited with it as the instruction, and its text reward is 0 (f = 0).
 Rollouts are sampled with the policy in its current state under no_grad; the loss (r3.rl.train)
-recomputes log-probs with grad.
+recomputes log-probs with grad. Settings: r3.rl.config.RolloutSettings.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from r3.evals.heldout import to_uint8
+from r3.evals.heldout import seeded_noise, to_uint8
 from r3.models.interface import ImageCondition, SamplingConfig, SdeTransitions, TextQuery, TextSample, TrainableUnifiedModel
 from r3.rewards.base import Reward, score_with_components
-from r3.rl.advantages import group_advantages
-from r3.rl.buffer import Node
-from r3.rl.schedule import StepKind
-from r3.rl.stage_rewards import PERFECT_TOL, is_perfect, reason_rewards, refine_rewards
-from r3.world.edits import STOP_ANSWER
+from r3.rl.config import RolloutSettings
+from r3.rl.objective import (StepKind, group_advantages, informative, is_perfect, reason_rewards,
+                             refine_rewards)
+from r3.world.edits import STOP_ANSWER, reflection_parses
 from r3.world.layout import layout_satisfies, parse_layout
-from r3.world.scene import COLORS, GRID, SHAPES, SIZES
 
 
 @dataclass(frozen=True)
-class RolloutSettings:
-    """How one step's groups are sampled (the RL config's rollout fields, in model terms)."""
+class Node:
+    """One reason-step outcome: enough to score it again and to edit it."""
 
-    group_size: int
-    """G, samples per group."""
-    text: SamplingConfig
-    """Reasoning / reflection sampling (temperature, top-p, max_new_tokens)."""
-    image: SamplingConfig
-    """Image sampling without SDE steps; the step's stochastic index and eta are filled in per step."""
-    eta_reason: float
-    """SDE noise scale `a` of reason steps."""
-    eta_refine: float
-    """SDE noise scale `a` of refine steps."""
-    normalize_std: bool
-    """Divide advantages by the group's reward std."""
-    reasoning_format: str = "parses"
-    """What the reason step's format reward f checks: "parses" (textbook) or "satisfies"."""
-    wrong_stop_delta: float = 0.0
-    """Refine delta of a child that stops on an imperfect node (textbook: 0)."""
-    refine_image_baseline: str = "group"
-    """Baseline of refine image advantages: the whole group ("group", textbook) or the edited children only."""
-    drop_equal_groups: bool = False
-    """Leave groups whose rewards are all equal (zero advantages) out of the loss (textbook: keep them)."""
+    record: Mapping[str, Any]
+    """The prompt record (GenEval shape: tag, include, exclude?, prompt)."""
+    image: np.ndarray
+    """(H, W, 3) uint8, the image exactly as it was scored."""
+    alignment: float
+    """Its alignment reward r in [0, 1]."""
+    seed: int
+    """Seed of the rollout that produced it (initial noise and text sampling)."""
+    reasoning: str = ""
+    """The reasoning text the image was conditioned on (with seed and prompt: enough to regenerate it)."""
+
+    def __post_init__(self) -> None:
+        if "prompt" not in self.record:
+            raise ValueError(f"Node: record has no 'prompt' key (keys: {sorted(self.record)})")
+        if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[-1] != 3:
+            raise ValueError(f"Node: image must be (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
+        if not 0.0 <= self.alignment <= 1.0:
+            raise ValueError(f"Node: alignment must be in [0, 1], got {self.alignment}")
+
+    @property
+    def prompt(self) -> str:
+        return str(self.record["prompt"])
+
+    @property
+    def perfect(self) -> bool:
+        return bool(is_perfect(self.alignment))
+
+
+class RolloutBuffer:
+    """FIFO buffer of at most `capacity` nodes; the oldest node leaves first when full.
+
+    Sampling does not remove a node: a node may be refined several times until it ages out.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"RolloutBuffer: capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._nodes: deque[Node] = deque(maxlen=capacity)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def push(self, node: Node) -> None:
+        self._nodes.append(node)
+
+    def extend(self, nodes: Iterable[Node]) -> None:
+        self._nodes.extend(nodes)
+
+    def nodes(self) -> tuple[Node, ...]:
+        """Every node, oldest first (the order in which they leave)."""
+        return tuple(self._nodes)
+
+    def state(self) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """The buffer as data: each node's fields but its image (JSON-able), oldest first, and the (N, H, W, 3)
+        uint8 stack of their images. `RolloutBuffer.restore` rebuilds the same buffer from them."""
+        nodes = self.nodes()
+        fields = [{"record": n.record, "alignment": n.alignment, "seed": n.seed, "reasoning": n.reasoning}
+                  for n in nodes]
+        images = np.stack([n.image for n in nodes]) if nodes else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        return fields, images
+
+    @classmethod
+    def restore(cls, capacity: int, fields: Sequence[Mapping[str, Any]], images: np.ndarray) -> RolloutBuffer:
+        """The buffer whose `state()` was (fields, images)."""
+        buffer = cls(capacity)
+        buffer.extend(Node(f["record"], images[i], f["alignment"], f["seed"], f["reasoning"])
+                      for i, f in enumerate(fields))
+        return buffer
+
+    def counts(self) -> tuple[int, int]:
+        """(number of perfect nodes, number of imperfect nodes)."""
+        perfect = sum(node.perfect for node in self._nodes)
+        return perfect, len(self._nodes) - perfect
+
+    def sample_node(self, rng: np.random.Generator, p_perfect: float = 0.15) -> Node:
+        """With probability p_perfect a uniformly drawn node with r == 1, else one with r < 1.
+
+        If the drawn side is empty we fall back to the other side rather than fail, so early
+        in training (no perfect image yet) or late (all perfect) refinement still proceeds;
+        the realised perfect fraction then differs from p_perfect.
+        """
+        if not 0.0 <= p_perfect <= 1.0:
+            raise ValueError(f"sample_node: p_perfect must be in [0, 1], got {p_perfect}")
+        if not self._nodes:
+            raise ValueError("sample_node: the rollout buffer is empty; run a reason step first")
+        perfect = [node for node in self._nodes if node.perfect]
+        imperfect = [node for node in self._nodes if not node.perfect]
+        side = perfect if rng.random() < p_perfect else imperfect
+        pool = side or (imperfect if side is perfect else perfect)
+        return pool[int(rng.integers(len(pool)))]
 
 
 @dataclass(frozen=True)
@@ -86,18 +157,6 @@ class Rollouts:
     are all equal."""
     stats: dict[str, float]
     """Rewards and timings, namespaced metric keys."""
-
-
-def informative(rewards: Tensor, drop_equal_groups: bool) -> Tensor:
-    """(N G,) float, 1 for the members of groups that carry a learning signal, 0 for the others.
-
-    rewards: (N, G). A group whose rewards are all equal has all-zero advantages: its policy-gradient term is 0 and
-    what it would add to the update is its KL pull and, through the per-token mean, a smaller step for the others.
-    Without drop_equal_groups every member counts.
-    """
-    spread = rewards.max(dim=1).values - rewards.min(dim=1).values  # (N,)
-    keep = spread > PERFECT_TOL if drop_equal_groups else torch.ones_like(spread, dtype=torch.bool)  # (N,)
-    return keep.float().repeat_interleave(rewards.shape[1])  # (N G,)
 
 
 def loss_rows(mask: Tensor) -> Tensor:
@@ -129,14 +188,6 @@ def take_transitions(transitions: SdeTransitions, rows: Tensor) -> SdeTransition
 def image_sampling(settings: RolloutSettings, kind: StepKind, sde_index: int) -> SamplingConfig:
     eta = settings.eta_reason if kind == "reason" else settings.eta_refine
     return settings.image.model_copy(update={"sde_steps": (sde_index,), "eta_a": eta})
-
-
-def group_noise(seeds: Sequence[int], group_size: int, canvas: int) -> Tensor:
-    """(len(seeds) * G, 3, H, W): one starting noise per seed, repeated for the G members of its group."""
-    noise = torch.stack([
-        torch.randn(3, canvas, canvas, generator=torch.Generator().manual_seed(int(s))) for s in seeds
-    ])  # (N, 3, H, W)
-    return noise.repeat_interleave(group_size, dim=0)  # (N G, 3, H, W)
 
 
 def repeat(items: Sequence[Any], times: int) -> list[Any]:
@@ -182,7 +233,8 @@ def reason_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     prompts = [str(r["prompt"]) for r in group_records]
     text = policy.reason(prompts, settings.text, generator)
     sampling = image_sampling(settings, "reason", sde_index)
-    sample = policy.generate(prompts, text.texts, sampling, noise=group_noise(seeds, g, canvas), generator=generator)
+    noise = seeded_noise(seeds, canvas).repeat_interleave(g, dim=0)  # (B, 3, H, W): one noise per group
+    sample = policy.generate(prompts, text.texts, sampling, noise=noise, generator=generator)
     images = to_uint8(sample.images)  # (B, H, W, 3)
     sampled = time.perf_counter()
     alignment, components = score(reward, images, group_records, policy, reference)
@@ -214,43 +266,6 @@ def reason_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     return Rollouts("reason", text, text_adv, sample.transitions, image_adv, image_mask, text_mask, stats), nodes
 
 
-def _is_cell(words: list[str]) -> bool:
-    return len(words) == 2 and all(w.isdigit() and int(w) < GRID for w in words)
-
-
-def _is_reference(words: list[str]) -> bool:
-    """"[size] [colour] shape [at col row]", the object names of r3.world.edits.describe."""
-    if len(words) >= 3 and words[-3] == "at":
-        if not _is_cell(words[-2:]):
-            return False
-        words = words[:-3]
-    if not words or words[-1] not in SHAPES:
-        return False
-    attributes = words[:-1]
-    expected = [w for w in attributes if w in SIZES][:1] + [w for w in attributes if w in COLORS][:1]
-    return attributes == expected
-
-
-def reflection_parses(text: str) -> bool:
-    """The reflection's format reward: the stop answer or one instruction in r3.world.edits' grammar.
-
-    A grammar check only (no scene): whether the instruction names an object of the image is left to
-    the alignment reward of the edited image.
-    """
-    words = text.split()
-    if text.strip() == STOP_ANSWER:
-        return True
-    if len(words) == 8 and words[:2] == ["add", "a"] and words[5] == "at":
-        return words[2] in SIZES and words[3] in COLORS and words[4] in SHAPES and _is_cell(words[6:])
-    if len(words) >= 3 and words[:2] == ["remove", "the"]:
-        return _is_reference(words[2:])
-    if len(words) >= 4 and words[:2] == ["make", "the"]:
-        return (words[-1] in COLORS or words[-1] in SIZES) and _is_reference(words[2:-1])
-    if len(words) >= 6 and words[:2] == ["move", "the"] and words[-3] == "to":
-        return _is_cell(words[-2:]) and _is_reference(words[2:-3])
-    return False
-
-
 @torch.no_grad()
 def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedModel, reward: Reward,
                     nodes: Sequence[Node],
@@ -268,7 +283,7 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     active = (~stopped).nonzero().flatten()  # (B_act,)
     edits = active if len(active) else torch.zeros(1, dtype=torch.long)  # (B_img,): the placeholder when none
     sampling = image_sampling(settings, "refine", sde_index)
-    noise = group_noise(seeds, g, canvas)[edits]  # (B_img, 3, H, W)
+    noise = seeded_noise(seeds, canvas).repeat_interleave(g, dim=0)[edits]  # (B_img, 3, H, W)
     sample = policy.edit(sources[edits], [text.texts[i] for i in edits], sampling, noise=noise, generator=generator)
     edited = to_uint8(sample.images)[: len(active)]  # (B_act, H, W, 3)
     sampled = time.perf_counter()

@@ -28,9 +28,7 @@ whole, and checkpoints, evaluation and the final model hold the whole (gathered)
 import copy
 import json
 import logging
-import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,24 +46,15 @@ from r3.models.registry import load_checkpoint
 from r3.rewards.base import Reward, build_reward
 from r3.rl.checkpoint import TrainerState, fresh_state, latest_resume, load_resume, run_identity, save_resume
 from r3.rl.config import RlConfig
-from r3.rl.losses import image_policy_loss, text_policy_loss, total_loss
+from r3.rl.objective import image_policy_loss, sde_step_index, step_kind, text_policy_loss, total_loss
 from r3.rl.rollout import Rollouts, loss_rows, reason_rollouts, refine_rollouts, take_texts, take_transitions
-from r3.rl.schedule import sde_step_index, step_kind
 from r3.train.data import SynthSplit, task_loss
 from r3.train.distributed import Learner, make_accelerator
 from r3.train.ema import ema_update
-from r3.train.heldout_view import evaluate_heldout, sample_grids, skill_headline
+from r3.train.frame import MetricLogger, TrainResult, finish, history_file, other_process_result
+from r3.train.heldout_view import sample_grids
 
-MetricLogger = Callable[[dict[str, float], int], None]
 log_ = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RlResult:
-    checkpoint: Path
-    metrics: dict
-    history: Path
-    samples: list[Path]
 
 
 # ----- the loss -----
@@ -218,7 +207,7 @@ def final_training_rewards(history: list[str], steps: int) -> dict[str, float]:
 # ----- the stage -----
 
 def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: Path, out_dir: Path,
-             log: MetricLogger = lambda metrics, step: None) -> RlResult:
+             log: MetricLogger = lambda metrics, step: None) -> TrainResult:
     """Tree-RL from the SFT checkpoint; resumes from out_dir/resume when it holds this run's checkpoint.
 
     Writes out_dir/{checkpoint/, history.jsonl, metrics.json, samples/} (grids at step 0, every eval_every
@@ -256,16 +245,8 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
     if main and cfg.ema_decay > 0 and state.ema is None:
         state.ema = copy.deepcopy(learner.sampling_model).requires_grad_(False)
     evaluated = learner.sampling_model if state.ema is None else state.ema  # what the checks and the checkpoint read
-    history_path, samples_dir = out_dir / "history.jsonl", out_dir / "samples"
-    with open(history_path if main else os.devnull, "w") as history:
-        history.writelines(state.history)
-
-        def record(metrics: dict[str, float], step: int) -> None:
-            line = json.dumps({"step": step, **metrics}) + "\n"
-            history.write(line)
-            history.flush()
-            state.history.append(line)
-            log(metrics, step)
+    samples_dir = out_dir / "samples"
+    with history_file(out_dir, main, log, state.history) as record:
 
         def check_heldout() -> None:
             record(quick_eval(evaluated, monitor, cfg, base), state.step)
@@ -288,16 +269,7 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
                 if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                     save_resume(state, out_dir, identity, learner)
         if not main:
-            return RlResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
-        train_seconds = time.perf_counter() - started
-        policy = evaluated.eval()
-        final = evaluate_heldout(policy, held, cfg.eval_sampling, base.canvas, base.seed)
-        record({f"heldout/{k}": v for k, v in skill_headline(final).items()}, cfg.steps)
-    sample_grids(policy, held, cfg.eval_sampling, base.canvas, base.seed, samples_dir, "final")
-    checkpoint = out_dir / "checkpoint"
-    policy.save_pretrained(checkpoint)
-    metrics = {"headline": skill_headline(final), **final, "steps": cfg.steps,
-               "final_training_rewards": final_training_rewards(state.history, cfg.steps),
-               "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return RlResult(checkpoint, metrics, history_path, sorted(samples_dir.glob("*.png")))
+            return other_process_result(out_dir)
+        extra = {"steps": cfg.steps, "final_training_rewards": final_training_rewards(state.history, cfg.steps),
+                 "train_seconds": time.perf_counter() - started}
+        return finish(evaluated, held, cfg.eval_sampling, base.seed, out_dir, record, cfg.steps, extra, started)

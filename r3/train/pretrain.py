@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from r3.config import BaseConfig
-from r3.train.sft import MetricLogger, SftConfig, SftResult, TaskWeights, train_sft
+from r3.train.frame import MetricLogger, TrainResult
+from r3.train.sft import SftConfig, TaskWeights, train_sft
 
 PRETRAIN_TASKS = ("generate", "answer", "judge", "caption")
 """The skills a base model learns; the other SFT tasks must have weight 0."""
@@ -73,6 +74,6 @@ Held-out metrics (synth held-out split; reasoning, reflection and editing are un
 
 
 def train_pretrain(base: BaseConfig, cfg: PretrainConfig, synth_dir: Path, out_dir: Path,
-                   log: MetricLogger = lambda metrics, step: None) -> SftResult:
+                   log: MetricLogger = lambda metrics, step: None) -> TrainResult:
     """Train the base model; its checkpoint directory is `out_dir / "checkpoint"`."""
     return train_sft(base, cfg, synth_dir, out_dir, None, log, stage="pretrain")

@@ -11,12 +11,8 @@ under FSDP every process keeps its shard of the EMA, and the main process evalua
 """
 
 import copy
-import json
 import math
-import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +29,8 @@ from r3.models.tiny import TinyConfig
 from r3.train.data import SFT_TASKS, SftTask, SynthSplit, task_loss
 from r3.train.distributed import Learner, fsdp_settings, full_state_dict, make_accelerator, rank_seed_words
 from r3.train.ema import ema_update
+from r3.train.frame import MetricLogger, TrainResult, finish, history_file, other_process_result
 from r3.train.heldout_view import evaluate_heldout, sample_grids, skill_headline
-
-MetricLogger = Callable[[dict[str, float], int], None]
 
 
 class TaskWeights(Config):
@@ -114,14 +109,6 @@ class SftConfig(Config):
         return self
 
 
-@dataclass(frozen=True)
-class SftResult:
-    checkpoint: Path
-    metrics: dict
-    history: Path
-    samples: list[Path]
-
-
 def lr_factor(step: int, cfg: SftConfig) -> float:
     """Multiplier of the peak learning rate at `step`: linear warm-up, cosine to min_lr_ratio."""
     if step < cfg.warmup_steps:
@@ -165,7 +152,7 @@ def initial_model(cfg: SftConfig, init_dir: Path | None) -> TrainableUnifiedMode
 
 
 def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, init_dir: Path | None = None,
-              log: MetricLogger = lambda metrics, step: None, stage: str = "sft") -> SftResult:
+              log: MetricLogger = lambda metrics, step: None, stage: str = "sft") -> TrainResult:
     """Train the model from `init_dir` (or from scratch) on the synth tables; write checkpoint, history, samples,
     metrics. `stage` names the progress bar.
 
@@ -201,17 +188,11 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, 
 
     rng = np.random.default_rng(rank_seed_words([base.seed, 3], rank))
     generator = torch.Generator().manual_seed(base.seed + rank)
-    history_path = out_dir / "history.jsonl"
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    samples: list[Path] = []
     started = time.perf_counter()
-    with open(history_path if main else os.devnull, "w") as history, \
+    with history_file(out_dir, main, log, []) as record, \
             tqdm(range(cfg.steps), desc=stage, unit="step", disable=not main) as bar:
-        def record(metrics: dict[str, float], step: int) -> None:
-            history.write(json.dumps({"step": step, **metrics}) + "\n")
-            log(metrics, step)
-
         for step in bar:
             tasks = tasks_for_step(step, cfg)
             total, losses, grad_norm = learner.step(
@@ -228,18 +209,11 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, 
                 if main:  # the others go on to the next step and wait there for the main process
                     quick = evaluate_heldout(averaged, quick_held, cfg.sampling, cfg.model.canvas, base.seed)
                     record({f"heldout/{k}": v for k, v in skill_headline(quick).items()}, step + 1)
-                    samples += sample_grids(averaged, held, cfg.sampling, cfg.model.canvas, base.seed, out_dir / "samples",
-                                           f"step{step + 1:05d}")
+                    sample_grids(averaged, held, cfg.sampling, cfg.model.canvas, base.seed, out_dir / "samples",
+                                 f"step{step + 1:05d}")
         averaged = gathered_ema()
         if not main:
-            return SftResult(out_dir / "checkpoint", {"headline": {}}, history_path, [])
+            return other_process_result(out_dir)
         train_seconds = time.perf_counter() - started
-        metrics = evaluate_heldout(averaged, held, cfg.sampling, cfg.model.canvas, base.seed)
-        record({f"heldout/{k}": v for k, v in skill_headline(metrics).items()}, cfg.steps)
-    samples += sample_grids(averaged, held, cfg.sampling, cfg.model.canvas, base.seed, out_dir / "samples", "final")
-    checkpoint = out_dir / "checkpoint"
-    averaged.save_pretrained(checkpoint)
-    metrics = {"headline": skill_headline(metrics), **metrics,
-               "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return SftResult(checkpoint, metrics, history_path, samples)
+        return finish(averaged, held, cfg.sampling, base.seed, out_dir, record, cfg.steps,
+                      {"train_seconds": train_seconds}, started)

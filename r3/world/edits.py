@@ -5,7 +5,8 @@ description that is unique in the scene, see `describe`):
     add a small red circle at 2 5          remove the red circle at 3 1
     make the blue square red               make the red circle large
     move the red circle to 2 5
-`apply_edit` carries out an instruction exactly, so a fix can be checked by the verifier.
+`apply_edit` carries out an instruction exactly, so a fix can be checked by the verifier; `reflection_parses`
+checks a reflection's grammar without a scene.
 """
 
 from collections.abc import Callable
@@ -57,8 +58,9 @@ def _cell_words(words: list[str], where: str) -> tuple[int, int]:
     return int(words[0]), int(words[1])
 
 
-def resolve(reference: str, scene: Scene) -> int:
-    """Index of the one object a description ("[size] [color] shape [at col row]") names."""
+def _reference(reference: str) -> tuple[dict[str, str | None], tuple[int, int] | None]:
+    """The entry (class, color, size: what `matches` takes) and the cell (None when not given) of an object's name
+    "[size] [color] shape [at col row]"; the size and colour may come in either order."""
     words = reference.split()
     cell = None
     if "at" in words:
@@ -70,7 +72,12 @@ def resolve(reference: str, scene: Scene) -> int:
     color = next((w for w in words[:-1] if w in COLORS), None)
     if len(words) - 1 != (size is not None) + (color is not None):
         raise ValueError(f"edit instruction: unknown words in {reference!r}")
-    entry = {"class": words[-1], "color": color, "size": size}
+    return {"class": words[-1], "color": color, "size": size}, cell
+
+
+def resolve(reference: str, scene: Scene) -> int:
+    """Index of the one object a description ("[size] [color] shape [at col row]") names."""
+    entry, cell = _reference(reference)
     found = [
         i
         for i, o in enumerate(scene.objects)
@@ -81,35 +88,82 @@ def resolve(reference: str, scene: Scene) -> int:
     return found[0]
 
 
+def _split(instruction: str) -> tuple[str, list[str], list[str]]:
+    """(verb, object words, argument words) of an instruction, by its form:
+        add a <size color shape> at <col row>       remove the <name>
+        make the <name> <colour or size>            move the <name> to <col row>
+    The parts are checked by `_new_object`, `_reference`, `_attribute` and `_cell_words`."""
+    words = instruction.split()
+    if len(words) == 8 and words[:2] == ["add", "a"] and words[5] == "at":
+        return "add", words[2:5], words[6:]
+    if len(words) >= 3 and words[:2] == ["remove", "the"]:
+        return "remove", words[2:], []
+    if len(words) >= 4 and words[:2] == ["make", "the"]:
+        return "make", words[2:-1], words[-1:]
+    if len(words) >= 6 and words[:2] == ["move", "the"] and words[-3] == "to":
+        return "move", words[2:-3], words[-2:]
+    raise ValueError(f"edit instruction: cannot parse {instruction!r}")
+
+
+def _new_object(words: list[str]) -> tuple[str, str, str]:
+    """(size, color, shape) of the object an "add" instruction adds, named in full and in that order."""
+    size, color, shape = words
+    if size not in SIZES or color not in COLORS or shape not in SHAPES:
+        raise ValueError(f"edit instruction: cannot add {' '.join(words)!r}")
+    return size, color, shape
+
+
+def _attribute(value: str) -> str:
+    """The attribute ("color" or "size") a "make" instruction sets to `value`."""
+    if value in COLORS:
+        return "color"
+    if value in SIZES:
+        return "size"
+    raise ValueError(f"edit instruction: {value!r} is neither a colour nor a size")
+
+
 def apply_edit(scene: Scene, instruction: str) -> Scene:
     """The scene after the instruction; raises ValueError if it does not parse or names no single object."""
-    words = instruction.split()
+    verb, named, argument = _split(instruction)
     objects = list(scene.objects)
-    canvas = scene.canvas
-    if len(words) == 8 and words[:2] == ["add", "a"] and words[5] == "at":
-        size, color, shape = words[2:5]
-        if size not in SIZES or color not in COLORS or shape not in SHAPES:
-            raise ValueError(f"edit instruction: cannot add {' '.join(words[2:5])!r}")
-        x, y = cell_center(*_cell_words(words[6:], instruction), canvas)
+    if verb == "add":
+        size, color, shape = _new_object(named)
+        x, y = cell_center(*_cell_words(argument, instruction), scene.canvas)
         return replace(scene, objects=(*objects, SceneObject(shape, color, size, x, y)))
-    if len(words) >= 3 and words[:2] == ["remove", "the"]:
-        del objects[resolve(" ".join(words[2:]), scene)]
-        return replace(scene, objects=tuple(objects))
-    if len(words) >= 4 and words[:2] == ["make", "the"]:
-        i = resolve(" ".join(words[2:-1]), scene)
-        if words[-1] in COLORS:
-            objects[i] = replace(objects[i], color=words[-1])
-        elif words[-1] in SIZES:
-            objects[i] = replace(objects[i], size=words[-1])
-        else:
-            raise ValueError(f"edit instruction: {words[-1]!r} is neither a colour nor a size")
-        return replace(scene, objects=tuple(objects))
-    if len(words) >= 6 and words[:2] == ["move", "the"] and words[-3] == "to":
-        i = resolve(" ".join(words[2:-3]), scene)
-        x, y = cell_center(*_cell_words(words[-2:], instruction), canvas)
+    i = resolve(" ".join(named), scene)
+    if verb == "remove":
+        del objects[i]
+    elif verb == "make":
+        objects[i] = replace(objects[i], **{_attribute(argument[0]): argument[0]})
+    else:
+        x, y = cell_center(*_cell_words(argument, instruction), scene.canvas)
         objects[i] = replace(objects[i], x=x, y=y)
-        return replace(scene, objects=tuple(objects))
-    raise ValueError(f"edit instruction: cannot parse {instruction!r}")
+    return replace(scene, objects=tuple(objects))
+
+
+def reflection_parses(text: str) -> bool:
+    """The reflection's format reward: the stop answer or one instruction that `apply_edit` parses, its object
+    named as `describe` names objects (the size before the colour, where `resolve` takes either order).
+
+    A grammar check only (no scene): whether the instruction names an object of the image is left to
+    the alignment reward of the edited image.
+    """
+    if text.strip() == STOP_ANSWER:
+        return True
+    try:
+        verb, named, argument = _split(text)
+        if verb == "add":
+            _new_object(named)
+        else:
+            _reference(" ".join(named))
+        if verb == "make":
+            _attribute(argument[0])
+        elif verb != "remove":
+            _cell_words(argument, text)
+    except ValueError:
+        return False
+    attributes = [w for w in named if w in SIZES or w in COLORS]
+    return attributes == sorted(attributes, key=lambda w: w in COLORS)  # sizes before colours
 
 
 # ---------------------------------------------------------------- corrupting scenes
@@ -146,6 +200,17 @@ def _replaced(scene: Scene, i: int, obj: SceneObject) -> Scene:
 
 def _without(scene: Scene, i: int) -> list[SceneObject]:
     return [o for k, o in enumerate(scene.objects) if k != i]
+
+
+def _swapped(scene: Scene, record: dict[str, Any], i: int, changed: SceneObject, verb: str,
+             undo: str) -> tuple[Scene, str] | None:
+    """The scene with its i-th object swapped for `changed` and the instruction "<verb> the <name> <undo>" that
+    puts the object back, if `changed` fits beside the others and the instruction fixes the record; else None."""
+    if not fits(changed, _without(scene, i), scene.canvas):
+        return None
+    wrong = _replaced(scene, i, changed)
+    instruction = f"{verb} the {describe(changed, wrong)} {undo}"
+    return (wrong, instruction) if _fixes(wrong, instruction, record) else None
 
 
 def _missing(scene: Scene, record: dict[str, Any], rng: np.random.Generator) -> tuple[Scene, str] | None:
@@ -188,12 +253,9 @@ def _change_attribute(scene: Scene, record: dict[str, Any], rng: np.random.Gener
         if not any(matches(obj, e) and e.get(attribute) for e in record["include"]):
             continue
         changed = replace(obj, **{attribute: other_value(getattr(obj, attribute), rng)})
-        if not fits(changed, _without(scene, i), scene.canvas):
-            continue
-        wrong = _replaced(scene, i, changed)
-        instruction = f"make the {describe(changed, wrong)} {getattr(obj, attribute)}"
-        if _fixes(wrong, instruction, record):
-            return wrong, instruction
+        result = _swapped(scene, record, int(i), changed, "make", getattr(obj, attribute))
+        if result is not None:
+            return result
     return None
 
 
@@ -233,16 +295,13 @@ def _move_out_of_region(scene: Scene, record: dict[str, Any], g: int,
         obj = scene.objects[i]
         if not matches(obj, entry):
             continue
-        others = _without(scene, i)
         col, row = cell_of(obj.x, obj.y, canvas)
         for x, y in _cells(canvas, rng):
-            moved = replace(obj, x=x, y=y)
-            if in_region(x, y, entry["region"], canvas) or not fits(moved, others, canvas):
+            if in_region(x, y, entry["region"], canvas):
                 continue
-            wrong = _replaced(scene, i, moved)
-            instruction = f"move the {describe(moved, wrong)} to {col} {row}"
-            if _fixes(wrong, instruction, record):
-                return wrong, instruction
+            result = _swapped(scene, record, int(i), replace(obj, x=x, y=y), "move", f"to {col} {row}")
+            if result is not None:
+                return result
     return None
 
 
@@ -256,23 +315,20 @@ def _move_across(scene: Scene, record: dict[str, Any], g: int, rng: np.random.Ge
         is_subject = matches(obj, subjects)
         if not is_subject and not matches(obj, references):
             continue
-        others = _without(scene, i)
-        partners = [o for o in others if matches(o, references if is_subject else subjects)]
+        partners = [o for o in _without(scene, i) if matches(o, references if is_subject else subjects)]
         col, row = cell_of(obj.x, obj.y, canvas)
         for x, y in _cells(canvas, rng):
-            moved = replace(obj, x=x, y=y)
             # offset subject - reference along the relation: <= -1 cell means plainly on the wrong side
             sign = 1 if is_subject else -1
             crossed = any(
                 relation_along(sign * (x - o.x), sign * (y - o.y), relation) <= -cell_size(canvas)
                 for o in partners
             )
-            if not crossed or not fits(moved, others, canvas):
+            if not crossed:
                 continue
-            wrong = _replaced(scene, i, moved)
-            instruction = f"move the {describe(moved, wrong)} to {col} {row}"
-            if _fixes(wrong, instruction, record):
-                return wrong, instruction
+            result = _swapped(scene, record, int(i), replace(obj, x=x, y=y), "move", f"to {col} {row}")
+            if result is not None:
+                return result
     return None
 
 

@@ -20,7 +20,6 @@ from r3.world.scene import (
     COLORS,
     GRID,
     PLURALS,
-    REGIONS,
     RELATIONS,
     RELATIVE_SIZES,
     SHAPES,
@@ -403,23 +402,3 @@ def examples_over_tags(n: int, seed: int, canvas: int = 32) -> list[tuple[dict, 
     tags = [(suite, tag) for suite, tags in SUITES.items() for tag in tags]
     return [sample_example(*tags[i % len(tags)], rng, canvas) for i in range(n)]
 
-
-def vocabulary() -> list[str]:
-    """Every word of prompts, layout texts, edit instructions, the stop answer, VQA and ITA texts.
-
-    Texts are words separated by spaces, commas attached to the word before them ("a cross, two squares"); the
-    tokenizer lower-cases and splits punctuation off. The vocabulary only grows at its end (token ids stay): the
-    GenEval++ words ("photo", "on", "larger", "smaller") come last.
-    """
-    # imported here: these modules build on this one
-    from r3.world.edits import EDIT_WORDS
-    from r3.world.layout import LAYOUT_WORDS
-    from r3.world.questions import QUESTION_WORDS
-
-    words = [
-        *SHAPES, *PLURALS.values(), *COLORS, *SIZES, *COUNT_WORDS, "a", "and", ",",
-        *(w for phrase in RELATION_PHRASES.values() for w in phrase.split()),
-        *LAYOUT_WORDS, *EDIT_WORDS, *QUESTION_WORDS,
-        *PHOTO.lower().split(), *(w for r in REGIONS for w in region_phrase(r).split()), *RELATIVE_SIZES,
-    ]  # fmt: skip
-    return list(dict.fromkeys(words))
