@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import r3.train.frame
 import r3.train.sft
 from r3.config import BaseConfig
 from r3.data.synth import TABLES, SynthConfig, build_table, heldout_pool
@@ -70,7 +71,8 @@ def test_mid_run_checks_cover_every_tag_of_both_suites(synth_dir, tmp_path, monk
         checked.append(data)
         return evaluate_heldout(model, data, *args)
 
-    monkeypatch.setattr(r3.train.sft, "evaluate_heldout", spy)
+    monkeypatch.setattr(r3.train.sft, "evaluate_heldout", spy)  # the mid-run checks
+    monkeypatch.setattr(r3.train.frame, "evaluate_heldout", spy)  # the final evaluation
     quick = TINY_SFT.model_copy(update={"steps": 2, "eval_every": 1, "quick_eval_rows": 13})
     train_sft(BASE, quick, synth_dir, tmp_path)
     mid_run, final = checked
