@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -42,7 +43,7 @@ CLOCK_WORDS = ("seconds", "time/")
 """Keys holding wall-clock readings, which differ between any two runs."""
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
