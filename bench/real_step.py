@@ -2,10 +2,10 @@
 
 Builds the Qwen2.5-VL + SD3 + FLUX.1-Kontext model of a profile from the configs under configs/models/ (sizes from
 the public model cards; weights random, built offline on the device by r3.models.hf_random, nothing read from the
-hub), with LoRA as in the README's worked example, and a frozen reference (the KL target of RL) that shares the
-policy's frozen text encoders and VAEs. Tokenizers are hand-made byte-level ones with the models' real vocabulary
-*sizes*, so prompts tokenize into more tokens than with the real tokenizers (an upper bound) and random weights
-write every text to its token limit. Then 1 warm-up + N timed repetitions of:
+hub), with LoRA as in docs/real-models.md's worked example, and a frozen reference (the KL target of RL) that
+shares the policy's frozen text encoders and VAEs. Tokenizers are hand-made byte-level ones with the models' real
+vocabulary *sizes*, so prompts tokenize into more tokens than with the real tokenizers (an upper bound) and random
+weights write every text to its token limit. Then 1 warm-up + N timed repetitions of:
   * sft: one SFT step (generation, editing and VQA losses, batch `sft_batch` each), r3.train.sft.step_losses;
   * rl_reason, rl_refine: one Tree-RL cycle (group 8, real SDE rollouts, params.yaml's rl section with the
     profile's sampling), r3.rl.train.train_step, split into sampling / reward / training as it reports them;
@@ -88,7 +88,7 @@ class Profile:
 
 
 PROFILES = {
-    "sd35-qwen7b": Profile(  # the README's worked example
+    "sd35-qwen7b": Profile(  # docs/real-models.md's worked example
         parts={"vlm": "qwen2.5-vl-7b-instruct.json", "generator": "sd3.5-medium.json",
                "editor": "flux.1-kontext-dev.json"},
         resolution=512, sft_batch=4, lora_rank=16, sft_lr=1e-4,

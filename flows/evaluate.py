@@ -1,4 +1,5 @@
-"""Evaluate stage flow: untrained, SFT and RL checkpoints side by side; report, plots, MLflow."""
+"""Evaluate stage flow: SFT and RL checkpoints (and, with evaluate.untrained, an untrained model) side by side;
+report, plots, MLflow."""
 
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,12 @@ from tasks.tracking import log_artifacts, log_json_metrics, metric_logger, stage
 
 SECTIONS = {"base": BaseConfig, "evaluate": EvaluateConfig, "runner": RunnerConfig}
 CHECKPOINTS = {"base": None, "sft": paths.SFT_CHECKPOINT, "rl": paths.RL_CHECKPOINT}
-"""What the report compares; `base` is the untrained model (same architecture, seeded by base.seed)."""
+"""What the report can compare; `base` is the untrained model (same architecture, seeded by base.seed)."""
+
+
+def compared(evaluate: EvaluateConfig) -> dict[str, Path | None]:
+    """The checkpoints this run compares: the untrained model only with evaluate.untrained."""
+    return {name: path for name, path in CHECKPOINTS.items() if path is not None or evaluate.untrained}
 
 
 @flow(name="evaluate")
@@ -28,7 +34,7 @@ def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConf
     if evaluate.prompts is not None:
         inputs.append(Path(evaluate.prompts))
     key = stage_key("evaluate", [base, evaluate], inputs)
-    checkpoints = {name: None if p is None else str(p) for name, p in CHECKPOINTS.items()}
+    checkpoints = {name: None if p is None else str(p) for name, p in compared(evaluate).items()}
     with stage_run("evaluate", base.experiment, {"base": base, "evaluate": evaluate}) as run:
         # the shards hold the models (and the `gpu` tag); this task only waits for them
         result = run_cached(long_task(evaluate_task, base, holds_model=False), key, base=base, cfg=evaluate,

@@ -42,7 +42,7 @@ def synth_flow(base: BaseConfig, synth: SynthConfig) -> dict:
     materialize({**tables, paths.SYNTH_METRICS: metrics_path, paths.SYNTH_CARD: card_path,
                  paths.SYNTH_SAMPLES: samples_path})
     with stage_run("synth", base.experiment, {"base": base, "synth": synth}):
-        log_json_metrics({split: {t: v["rows"] for t, v in tabs.items()} for split, tabs in summary["metrics"].items()},
+        log_json_metrics({split: {t: v["rows"] for t, v in summary["metrics"][split].items()} for split in SPLITS},
                          prefix="rows")
         log_artifacts([paths.SYNTH_SAMPLES, paths.SYNTH_CARD, paths.SYNTH_METRICS])
     return {"outputs": [str(p) for p in (paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT, paths.SYNTH_SAMPLES,

@@ -23,6 +23,7 @@ from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from prefect.runtime import flow_run as prefect_flow_run
 from pydantic import BaseModel
 
+from r3.machine import machine_facts
 from tasks._env import PROJECT_ROOT
 from tasks.runs import end_killed_runs, recorded
 
@@ -67,7 +68,8 @@ def flat_params(configs: Mapping[str, BaseModel]) -> dict[str, Any]:
 @contextmanager
 def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel], system_metrics: bool = False,
               inputs: Sequence[Path] = ()) -> Iterator[mlflow.ActiveRun]:
-    """Open an MLflow run for one stage; with `system_metrics`, a background thread logs `system/*` usage
+    """Open an MLflow run for one stage, tagged with its stage, commit and machine (`machine.*`: r3.machine; the
+    threads are base.num_threads); with `system_metrics`, a background thread logs `system/*` usage
     (CPU, memory, disk, network; GPU with nvidia-ml-py) every sampling interval until the run ends.
 
     Inside a flow the run is tagged with its Prefect flow run (`prefect_flow_run_id`). Earlier runs of the stage
@@ -82,7 +84,10 @@ def stage_run(stage: str, experiment: str, configs: Mapping[str, BaseModel], sys
         mlflow.create_experiment(experiment, artifact_location=None if server else ARTIFACT_ROOT.as_uri(),
                                  tags=dict([EXPERIMENT_KIND]))
     mlflow.set_experiment(experiment)
-    tags = {"stage": stage, "git_commit": git_commit()}
+    base = configs.get("base")
+    threads = getattr(base, "num_threads", None)
+    tags = {"stage": stage, "git_commit": git_commit(),
+            **{f"machine.{k}": str(v) for k, v in machine_facts(threads).items()}}
     flow_run_id = prefect_flow_run.id
     if flow_run_id is not None:
         tags["prefect_flow_run_id"] = flow_run_id

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
+from flows.evaluate import compared
+from r3 import paths
 from r3.config import BaseConfig
 from r3.data.synth import SynthConfig, build_table, heldout_pool
 from r3.evals.evaluate import EvaluateConfig, file_suite, first_per_tag, run_evaluate
@@ -144,3 +146,9 @@ def test_config_rejects_sde_sampling_unknown_suites_and_keys():
         EvaluateConfig(scaling_suite="coco")
     with pytest.raises(ValidationError, match="extra"):
         EvaluateConfig(rounds=3)
+
+
+def test_untrained_model_is_compared_only_on_request():
+    assert compared(EvaluateConfig()) == {"sft": paths.SFT_CHECKPOINT, "rl": paths.RL_CHECKPOINT}
+    assert compared(EvaluateConfig(untrained=True)) == {"base": None, "sft": paths.SFT_CHECKPOINT,
+                                                        "rl": paths.RL_CHECKPOINT}

@@ -1,6 +1,6 @@
 """Two flows started together against a real `prefect server start` (loopback, free port, temporary Prefect home)
-with the README's tag limit `prefect concurrency-limit create gpu 1` run their `gpu`-tagged tasks one after the
-other (tasks.resources)."""
+with docs/scale-out.md's tag limit `prefect concurrency-limit create gpu 1` run their `gpu`-tagged tasks one after
+the other (tasks.resources)."""
 
 import json
 import os

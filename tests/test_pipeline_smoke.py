@@ -10,6 +10,7 @@ import yaml
 
 from flows import pipeline
 from r3 import paths
+from r3.machine import machine_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = {"canvas": 32, "patch": 8, "lm_dim": 32, "lm_layers": 1, "lm_heads": 2, "lm_mlp": 64,
@@ -54,7 +55,7 @@ def test_every_stage_writes_its_outputs(pipeline_run):
                  paths.EVALUATE_FIGURES / "scaling.png", paths.EVALUATE_FIGURES / "compute.png"):
         assert (root / path).is_file(), path
     evaluation = json.loads((root / paths.EVALUATE_METRICS).read_text())
-    assert set(evaluation["checkpoints"]) == {"base", "sft", "rl"}
+    assert set(evaluation["checkpoints"]) == {"sft", "rl"}  # the untrained model only with evaluate.untrained
     assert "Table 1" in (root / paths.EVALUATE_REPORT).read_text()
 
 
@@ -64,12 +65,24 @@ def test_each_stage_is_one_tagged_mlflow_run(pipeline_run):
     assert stages == ["evaluate", "rl", "sft", "synth"]
     assert all(run.data.tags["git_commit"] for run in runs)
     sft = next(run for run in runs if run.data.tags["stage"] == "sft")
-    history = mlflow.MlflowClient().get_metric_history(sft.info.run_id, "loss/generate")
-    assert [m.step for m in history] == [0, 1, 2]
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(sft.info.run_id, "loss/reason")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(sft.info.run_id, "loss/generate")] == [0]  # every 4th step
     assert sft.data.params["sft.steps"] == "3"
     evaluate = next(run for run in runs if run.data.tags["stage"] == "evaluate")
-    curve = mlflow.MlflowClient().get_metric_history(evaluate.info.run_id, "rl/compute/best_of_n")
+    curve = client.get_metric_history(evaluate.info.run_id, "rl/compute/best_of_n")
     assert [m.step for m in curve] == [1, 2]  # one point per image budget N = 1 .. max_rounds + 1
+
+
+def test_every_metrics_file_and_mlflow_run_records_the_machine(pipeline_run):
+    root, _ = pipeline_run
+    expected = machine_facts(threads=1)  # the tiny profile's base.num_threads
+    for path in (paths.SYNTH_METRICS, paths.SFT_METRICS, paths.RL_METRICS, paths.EVALUATE_METRICS):
+        assert json.loads((root / path).read_text())["machine"] == expected, path
+    runs = mlflow.search_runs(experiment_names=["smoke"], output_format="list")
+    for run in runs:
+        tags = {k.removeprefix("machine."): v for k, v in run.data.tags.items() if k.startswith("machine.")}
+        assert tags == {k: str(v) for k, v in expected.items()}, run.data.tags["stage"]
 
 
 def test_rerun_does_no_work(pipeline_run, monkeypatch):

@@ -25,7 +25,7 @@ from r3.world.vocabulary import vocabulary
 from tasks.runner import task_runner
 
 BASE = {"num_threads": 1, "experiment": "runner"}
-EVALUATE = {"per_tag": 1, "max_rounds": 1, "grid_rows": 2, "batch_size": 4,
+EVALUATE = {"per_tag": 1, "max_rounds": 1, "grid_rows": 2, "batch_size": 4, "untrained": True,
             "sampling": {"steps": 2, "cfg_scale": 1.5, "temperature": 0.0, "max_new_tokens": 8}}
 MODEL = TinyConfig(patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=1, head_heads=2)
 SHARDS = 3 * 3

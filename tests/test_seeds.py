@@ -280,3 +280,163 @@ def test_flows_compare_reads_the_scaling_rows_dvc_leaves_out_from_each_runs_comm
     # only RL seed 1's commit is readable: its scaling rows come back (0.2 + 0.05 after 2 rounds), one run each
     assert "| default | 0 | rl | 2 | 1 | 0.250 | 0.700 | 2.0 | 1.0 |" in lines
     assert not any(line.startswith("| reason-only | 0 | rl |") for line in lines)
+
+
+# Run records: reports/runs/<name>.json, written by --record / --record-exps, the source of --seeds.
+
+REPO = Path(__file__).resolve().parent.parent
+MACHINE = {"cpu": "Test CPU", "cpu_capability": "AVX2", "cores": 2, "threads": 2, "torch": "2.13.0+cpu", "gpu": None}
+
+
+def git(*args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def workspace(root: Path, machine: dict | None = MACHINE) -> str:
+    """A repository whose HEAD commits PARAMS and whose workspace ran rl.seed=1, rl.refine_steps=0 (params.yaml as
+    dvc.lock says the stages ran it), with the three metrics files and the rl history; returns HEAD's sha."""
+    git("init", "-q", str(root))
+    (root / "params.yaml").write_text(json.dumps(PARAMS))
+    (root / "code.py").write_text("x = 1\n")
+    git("-C", str(root), "add", "params.yaml", "code.py")
+    git("-C", str(root), "commit", "-qm", "defaults")
+    params = {**PARAMS, "rl": {**PARAMS["rl"], "seed": 1, "refine_steps": 0}}
+    (root / "params.yaml").write_text(json.dumps(params))
+    (root / "dvc.lock").write_text(json.dumps({"schema": "2.0", "stages": {
+        "rl": {"params": {"params.yaml": {"base": params["base"], "rl": params["rl"]}}}}}))
+    for path, data in pipeline_metrics(0.3, 0.4, 500.0).items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(json.dumps({**data, **({"machine": machine} if machine else {})}))
+    history = [{"step": s, "reward/verifier_partial": 0.1 * s, **({"reward/reason_mean": 0.0} if s % 2 == 0 else {})}
+               for s in range(10)]
+    (root / "data/rl/history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+    return git("-C", str(root), "rev-parse", "HEAD")
+
+
+def test_a_workspace_run_is_recorded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    head = workspace(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "code.py").write_text("x = 2\n")  # an uncommitted code change: named in the record
+    assert main(["--record", "ws-1", "--reward-window", "2"]) == 0
+    path = tmp_path / "reports/runs/ws-1.json"
+    text = path.read_text()
+    record = json.loads(text)
+    assert list(record) == ["name", "source", "commit", "experiment", "code_changes", "seeds", "overrides", "metrics",
+                            "scaling", "reward_trend", "machine", "note"]
+    assert (record["name"], record["commit"], record["experiment"], record["code_changes"]) == (
+        "ws-1", head, None, ["code.py"])  # params.yaml, dvc.lock and data/ are not code
+    assert record["seeds"] == {"base.seed": 0, "rl.seed": 1} and record["overrides"] == {"rl.refine_steps": "0"}
+    assert record["metrics"]["rl/geneval_pp"] == 0.4 and record["metrics"]["rl_seconds"] == 500.0
+    assert list(record["metrics"]) == list(METRICS) and None not in record["metrics"].values()
+    assert [row["round"] for row in record["scaling"]["rl"]] == [0, 1, 2, 3]
+    # reason steps 0, 2, 4, 6, 8 of the history: first two 0.0, 0.2; last two 0.6, 0.8
+    assert record["reward_trend"] == {"key": "reward/verifier_partial", "window": 2, "initial": pytest.approx(0.1),
+                                      "final": pytest.approx(0.7)}
+    assert record["machine"] == MACHINE and record["note"] is None
+    # the same record again changes nothing; a different one under the same name is refused, nothing written
+    assert main(["--record", "ws-1", "--reward-window", "2"]) == 0 and path.read_text() == text
+    assert "unchanged" in capsys.readouterr().out
+    assert main(["--record", "ws-1", "--reward-window", "0"]) == 2 and path.read_text() == text
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "reports/runs/ws-1.json exists with other content" in err
+    assert main(["--record", "../escape"]) == 2 and sorted(p.name for p in path.parent.iterdir()) == ["ws-1.json"]
+
+
+def test_a_record_is_refused_when_its_metrics_or_params_are_not_the_runs(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    workspace(tmp_path, machine=None)
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "reports/runs"
+    rl = Path(RL_FILE)
+    saved = rl.read_text()
+    metrics = json.loads(saved)
+    del metrics["headline"]["render_fidelity"]
+    rl.write_text(json.dumps(metrics))
+    assert main(["--record", "r"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: data/rl/metrics.json has no headline.render_fidelity: rerun its stage (`dvc repro`) first; "
+                   "nothing written")
+    rl.unlink()
+    assert main(["--record", "r"]) == 2
+    assert "data/rl/metrics.json is missing" in capsys.readouterr().err
+    rl.write_text(saved)
+    evaluate = json.loads(Path(EVALUATE_FILE).read_text())
+    del evaluate["checkpoints"]["rl"]["scaling"]
+    Path(EVALUATE_FILE).write_text(json.dumps(evaluate))
+    assert main(["--record", "r"]) == 2
+    assert "data/evaluate/metrics.json has no checkpoints.rl.scaling" in capsys.readouterr().err
+    Path(EVALUATE_FILE).write_text(json.dumps(evaluate_metrics(0.3, 0.4)))
+    params = json.loads(Path("params.yaml").read_text())
+    Path("params.yaml").write_text(json.dumps({**params, "rl": {**params["rl"], "seed": 2}}))  # edited after the run
+    assert main(["--record", "r"]) == 2
+    assert "params.yaml: rl.seed is not what dvc.lock's rl stage ran with" in capsys.readouterr().err
+    assert not runs.exists()
+    Path("params.yaml").write_text(json.dumps(params))
+    assert main(["--record", "r"]) == 0
+    record = json.loads((runs / "r.json").read_text())
+    assert record["machine"] is None and "machine not recorded" in record["note"]
+
+
+def test_every_experiment_is_recorded_and_its_records_give_the_seed_view_dvc_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # not a git repository: the metrics as `dvc exp show` gives them, lists included
+    saved, defaults = tmp_path / "exp_show.json", tmp_path / "params.yaml"
+    saved.write_text(json.dumps(entries()))
+    defaults.write_text(json.dumps(PARAMS))
+    assert main(["--record-exps", "--dvc-json", str(saved), "--reward-window", "0"]) == 0
+    assert "skipped experiment failed-1" in capsys.readouterr().err
+    runs = tmp_path / "reports/runs"
+    assert sorted(path.stem for path in runs.iterdir()) == sorted(f"{c}-sft{s}-{r}" for c, s, r in RL)
+    record = json.loads((runs / "reason-only-sft0-1.json").read_text())
+    assert (record["commit"], record["experiment"]) == ("a" * 40, f"{6:040x}")
+    assert record["overrides"] == {"rl.refine_steps": "0"} and record["seeds"] == {"base.seed": 0, "rl.seed": 1}
+    assert main(["--seeds", "--seeds-out", str(tmp_path / "from_records")]) == 0
+    assert main(["--seeds", "--dvc-json", str(saved), "--defaults", str(defaults), "--seeds-out",
+                 str(tmp_path / "from_dvc"), "--reward-window", "0"]) == 0
+    assert (tmp_path / "from_records/seeds.json").read_text() == (tmp_path / "from_dvc/seeds.json").read_text()
+    # an experiment with a headline but without the rl stage's metrics is refused, and nothing is written
+    listed = entries()
+    del listed[1]["experiments"][0]["revs"][0]["data"]["metrics"][RL_FILE]
+    saved.write_text(json.dumps(listed))
+    out = tmp_path / "other"
+    assert main(["--record-exps", "--dvc-json", str(saved), "--reward-window", "0", "--runs", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: experiment default-sft0-0: data/rl/metrics.json has no headline.")
+    assert not out.exists()
+
+
+def test_the_seed_view_of_records_is_the_same_bytes_every_time(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    saved = tmp_path / "exp_show.json"
+    saved.write_text(json.dumps(entries()))
+    assert main(["--record-exps", "--dvc-json", str(saved), "--reward-window", "0"]) == 0
+    runs = tmp_path / "reports/runs"
+    trend = {"key": "reward/verifier_partial", "window": 20, "initial": 0.3, "final": 0.5}
+    for path in sorted(runs.iterdir())[:3]:  # a reward trend on three runs, a repeat of one of them
+        path.write_text(json.dumps({**json.loads(path.read_text()), "reward_trend": trend}))
+    repeat = json.loads((runs / "default-sft0-0.json").read_text())
+    (runs / "zz-repeat.json").write_text(json.dumps({**repeat, "name": "zz-repeat"}))
+    built = []
+    for out in ("a", "b"):
+        assert main(["--seeds", "--seeds-out", out]) == 0
+        built.append([(tmp_path / out / name).read_bytes() for name in ("seeds.json", "seeds.md")])
+    assert built[0] == built[1]
+    md = built[0][1].decode()
+    assert "## Training reward (`reward/verifier_partial`, mean of the first / last 20 reason steps" in md
+    assert "Left out as repeats of an earlier run of the same config, SFT seed and seed: zz-repeat." in md
+    assert "| control-sft0-0 | control | 0 | 0 | aaaaaaa | 0000000 | not recorded |" in md
+    (runs / "bad.json").write_text(json.dumps({**repeat, "name": "other"}))
+    assert main(["--seeds", "--seeds-out", "c"]) == 2  # a file whose name is not its record's
+
+
+def test_the_committed_seed_view_is_rebuilt_from_the_committed_run_records(tmp_path: Path) -> None:
+    """reports/seeds.{json,md} are `python -m flows.compare --seeds` over reports/runs, byte for byte."""
+    assert main(["--seeds", "--runs", str(REPO / "reports/runs"), "--seeds-out", str(tmp_path)]) == 0
+    for name in ("seeds.json", "seeds.md"):
+        assert (tmp_path / name).read_bytes() == (REPO / "reports" / name).read_bytes(), name

@@ -8,6 +8,7 @@ import polars as pl
 
 from r3.data.grid import image_grid
 from r3.data.io import decode_png
+from r3.machine import machine_facts
 from r3.world.verifier import ENTRY_KEYS
 
 TABLE_DOCS = {
@@ -108,6 +109,7 @@ def write_summary(counts: dict, redrawn: dict[str, int], canvas: int, seed: int,
                   metrics_path: Path, card_path: Path) -> dict:
     metrics = synth_metrics(counts)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    recorded = {**metrics, "machine": machine_facts()}
+    metrics_path.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
     card_path.write_text(data_card(metrics, redrawn, canvas, seed, fields))
-    return metrics
+    return recorded

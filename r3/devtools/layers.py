@@ -13,7 +13,7 @@ from pathlib import Path
 from r3.devtools.imports import ROOT, explicit_imports, project_modules
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("r3", "r3.config", "r3.paths", "r3.devtools"),
+    ("r3", "r3.config", "r3.paths", "r3.machine", "r3.devtools"),
     ("r3.params",),
     ("r3.world",),
     ("r3.data",),
@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tasks",),
     ("flows",),
 )
-"""Units from the bottom up: the foundation (configs, paths, these checks; params.yaml reading), the synthetic world, its tables, the models,
+"""Units from the bottom up: the foundation (configs, paths, the machine record, these checks; params.yaml reading), the synthetic world, its tables, the models,
 rewards, evaluation, what both training stages share, the two stages (peers: neither imports the other), the
 pretrain stage (the SFT loop on general skills), the Prefect tasks and the flows."""
 

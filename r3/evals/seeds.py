@@ -9,6 +9,11 @@ the config's label names the params that differ from the defaults (params.yaml),
 ablation has a name ("default" when nothing differs). A run is one (config, sft_seed = base.seed, seed = the RL seed:
 rl.seed, or base.seed where rl.seed is null). The view is one record per run (`seed_runs`, reports/seeds.json) and
 a Markdown page of mean +- sd over RL seeds (`seeds_markdown`, reports/seeds.md).
+
+Run records (`run_record`, reports/runs/<name>.json) keep what the view needs of each run in the repository: its
+seeds, its overrides against params.yaml at its commit, its commit (and DVC experiment), the METRICS figures, the
+R3 scaling rows, its training-reward trend and the machine it ran on; `runs_from_records` makes the view of them
+without DVC's experiment refs or MLflow.
 """
 
 import json
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from r3 import paths
+from r3.evals.compare import flatten
 
 SEED = "base.seed"
 RL_SEED = "rl.seed"
@@ -129,6 +135,8 @@ class SeedRun:
     """{"config", "seed", "sft_seed", *METRICS}: the figures, None where the run's metrics lack one."""
     scaling: dict[str, list[dict[str, float]]]
     """{checkpoint: per-round r3_loop.scaling_metrics rows} for the checkpoints of CHECKPOINTS the run has."""
+    origin: dict[str, Any] | None = None
+    """The run record it comes from (reports/runs/<name>.json, `run_record`); None for a `dvc exp show` row."""
 
 
 def seed_runs(rows: Sequence[dict[str, Any]], defaults: Mapping[str, Any],
@@ -271,10 +279,10 @@ def gain_lines(runs: Sequence[SeedRun]) -> list[str]:
 
 
 def seeds_markdown(runs: Sequence[SeedRun], trends: Sequence[RewardTrend] = (), trend_key: str = "",
-                   trend_window: int = 0, repeats: Sequence[str] = ()) -> str:
+                   trend_window: int = 0, repeats: Sequence[str] = (), tail: Sequence[str] = ()) -> str:
     """reports/seeds.md: Table 1-style rows (SFT per SFT seed, then RL per config and SFT seed as mean ± sd over RL
     seeds), every figure per config, the per-seed table, the gains, scaling over rounds per config, and the
-    training-reward trends when given."""
+    training-reward trends when given, then the lines of `tail` (`runs_lines`)."""
     if not runs:
         raise ValueError("seeds_markdown: no runs with an evaluate headline")
     grouped = by_group(runs)
@@ -329,6 +337,8 @@ def seeds_markdown(runs: Sequence[SeedRun], trends: Sequence[RewardTrend] = (), 
     if repeats:
         lines += ["", "Left out as repeats of an earlier run of the same config, SFT seed and seed: "
                       f"{', '.join(repeats)}."]
+    if tail:
+        lines += ["", *tail]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -339,3 +349,190 @@ def experiments_first(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     experiments = [rev for entry in committed for exp_range in entry.get("experiments") or []
                    for rev in exp_range.get("revs") or []]
     return experiments + [{**entry, "experiments": None} for entry in committed]
+
+
+# Run records: reports/runs/<name>.json, one per run, the committed source of reports/seeds.{json,md}.
+
+SCALING = tuple(f"{EVALUATE}checkpoints.{name}.scaling" for name in CHECKPOINTS)
+"""Where a run's R3 scaling rows sit in its flattened metrics (evaluate's per-round rows of each checkpoint)."""
+MACHINE_FILES = (f"{paths.EVALUATE_METRICS}:", f"{paths.RL_METRICS}:")
+"""The metrics files a record takes its machine from, the first that has one (r3.machine.machine_facts)."""
+NOT_CODE = ("params.yaml", "dvc.lock", f"{paths.DATA}/", "reports/")
+"""Tracked paths a run changes without changing its code: its params (a record's overrides) and its outputs."""
+
+
+def figure_source(metrics: Mapping[str, Any], key: str) -> str:
+    """'<file>:<dotted key>' that `figure` reads `key` of METRICS from."""
+    if key in SOURCES:
+        return SOURCES[key]
+    if key.endswith("_r3"):
+        key = key.removesuffix("_r3") + f"_r{metrics.get(f'{EVALUATE}max_rounds')}"
+    return f"{EVALUATE}headline.{key}"
+
+
+def missing_metrics(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(file, dotted key) of every figure of METRICS and every scaling table of SCALING that a run's flattened
+    metrics lack: a record needs them all."""
+    wanted = [figure_source(metrics, key) for key in METRICS if figure(metrics, key) is None]
+    wanted += [key for key in SCALING if not metrics.get(key)]
+    return [(file, key) for file, _, key in (source.partition(":") for source in wanted)]
+
+
+def machine_of(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The "machine" object of the first of MACHINE_FILES that has one in a run's flattened metrics; None for runs
+    from before r3.machine."""
+    for prefix in MACHINE_FILES:
+        facts = {key.removeprefix(f"{prefix}machine."): value for key, value in metrics.items()
+                 if key.startswith(f"{prefix}machine.")}
+        if facts:
+            return facts
+    return None
+
+
+def code_changes(changed_paths: Sequence[str]) -> list[str]:
+    """The tracked files among `changed_paths` (against the record's commit) that are code: not NOT_CODE."""
+    return sorted(path for path in changed_paths
+                  if path not in NOT_CODE and not path.startswith(tuple(p for p in NOT_CODE if p.endswith("/"))))
+
+
+def run_record(name: str, params: Mapping[str, Any], defaults: Mapping[str, Any], metrics: Mapping[str, Any],
+               commit: str, *, experiment: str | None = None, changes: Sequence[str] = (),
+               trend: Mapping[str, Any] | None = None, source: str) -> dict[str, Any]:
+    """reports/runs/<name>.json of one run from its flattened params (params.yaml keys dotted), the defaults they
+    are overrides of (params.yaml at `commit`) and its flattened metrics ('<file>:' keys, as rows_from_dvc gives
+    them): name, source, commit (the code: the baseline of an experiment, HEAD for a workspace run), experiment
+    (the DVC experiment's commit, which holds its outputs; None for a workspace run), code_changes (tracked code
+    files that differ from commit), seeds, overrides, the METRICS figures, scaling ({checkpoint: per-round rows}),
+    reward_trend (None when the run's curve is not at hand), machine (None for runs from before r3.machine) and a
+    note. Give it metrics that `missing_metrics` passes."""
+    machine = machine_of(metrics)
+    return {
+        "name": name,
+        "source": source,
+        "commit": commit,
+        "experiment": experiment,
+        "code_changes": code_changes(changes),
+        "seeds": {SEED: params[SEED], RL_SEED: params.get(RL_SEED)},
+        "overrides": overrides(params, defaults),
+        "metrics": {key: figure(metrics, key) for key in METRICS},
+        "scaling": {name_: metrics[f"{EVALUATE}checkpoints.{name_}.scaling"] for name_ in CHECKPOINTS},
+        "reward_trend": None if trend is None else dict(trend),
+        "machine": machine,
+        "note": None if machine is not None else "machine not recorded: its metrics.json files predate r3.machine",
+    }
+
+
+def record_identity(record: Mapping[str, Any], labels: Mapping[str, str] = LABELS) -> tuple[str, int, int]:
+    """(config, sft_seed, seed) of a run record, as `run_identity` gives them for its params."""
+    sft_seed, rl_seed = int(record["seeds"][SEED]), record["seeds"].get(RL_SEED)
+    return config_label(record["overrides"], labels), sft_seed, sft_seed if rl_seed is None else int(rl_seed)
+
+
+def runs_from_records(records: Sequence[Mapping[str, Any]], labels: Mapping[str, str] = LABELS
+                      ) -> tuple[list[SeedRun], list[str]]:
+    """`seed_runs` over run records (give them sorted by name: the first of a (config, sft_seed, seed) wins)."""
+    runs, repeats, seen = [], [], set()
+    for record in records:
+        identity = record_identity(record, labels)
+        if identity in seen:
+            repeats.append(record["name"])
+            continue
+        seen.add(identity)
+        config, sft_seed, seed = identity
+        figures = {"config": config, "seed": seed, "sft_seed": sft_seed,
+                   **{key: record["metrics"].get(key) for key in METRICS}}
+        runs.append(SeedRun(record["name"], config, sft_seed, seed, figures, dict(record.get("scaling") or {}),
+                            dict(record)))
+    runs.sort(key=lambda run: (run.config != DEFAULT, run.config, run.sft_seed, run.seed))
+    return runs, repeats
+
+
+def record_trends(runs: Sequence[SeedRun]) -> tuple[str, int, list[RewardTrend]]:
+    """(key, window, trends) of the runs' recorded training-reward trends: those of the (key, window) most runs
+    have (ties: the first in sorted order); ("", 0, []) when none has one."""
+    recorded = [(run, run.origin["reward_trend"]) for run in runs if run.origin and run.origin.get("reward_trend")]
+    counts: dict[tuple[str, int], int] = {}
+    for _, trend in recorded:
+        counts[(trend["key"], trend["window"])] = counts.get((trend["key"], trend["window"]), 0) + 1
+    if not counts:
+        return "", 0, []
+    key, window = min(counts, key=lambda pair: (-counts[pair], pair))
+    return key, window, [RewardTrend(run.config, run.sft_seed, run.seed, trend["initial"], trend["final"])
+                         for run, trend in recorded if (trend["key"], trend["window"]) == (key, window)]
+
+
+def machine_text(machine: Mapping[str, Any] | None) -> str:
+    """One cell for a record's machine; 'not recorded' for None, '?' for a fact it lacks."""
+    if machine is None:
+        return "not recorded"
+
+    def fact(key: str) -> str:
+        return "?" if machine.get(key) is None else str(machine[key])
+
+    return (f"{machine.get('cpu') or 'CPU model not recorded'}, {fact('cpu_capability')}, {fact('cores')} cores, "
+            f"{fact('threads')} threads, torch {fact('torch')}, {machine.get('gpu') or 'no GPU'}")
+
+
+def runs_lines(runs: Sequence[SeedRun], key: str) -> list[str]:
+    """The "Runs" section of a seed view from records: each run's commit, experiment and machine, which runs lack
+    scaling rows or a training-reward trend (`key`), and each run's source and note."""
+    recorded = [run for run in runs if run.origin is not None]
+    if not recorded:
+        return []
+
+    def commit(record: Mapping[str, Any]) -> str:
+        changes = len(record.get("code_changes") or [])
+        return record["commit"][:7] + (f" (+{changes} changed files)" if changes else "")
+
+    lines = ["## Runs (reports/runs/<run>.json)", "",
+             *_table(["Run", "Config", "SFT seed", "Seed", "Commit", "Experiment", "Machine"],
+                     [[run.name, run.config, str(run.sft_seed), str(run.seed), commit(run.origin),
+                       (run.origin.get("experiment") or "-")[:7], machine_text(run.origin.get("machine"))]
+                      for run in recorded]), ""]
+    no_scaling = [run.name for run in recorded if not run.scaling]
+    no_trend = [run.name for run in recorded if (run.origin.get("reward_trend") or {}).get("key") != key or not key]
+    if no_scaling:
+        lines.append(f"- No scaling rows recorded: {', '.join(no_scaling)}.")
+    if no_trend:
+        lines.append(f"- No training-reward trend recorded{f' (`{key}`)' if key else ''}: {', '.join(no_trend)}.")
+    for field in ("source", "note"):
+        texts: dict[str, list[str]] = {}
+        for run in recorded:
+            if run.origin.get(field):
+                texts.setdefault(run.origin[field], []).append(run.name)
+        lines += [f"- {field.capitalize()} of {', '.join(names)}: {text}" for text, names in texts.items()]
+    return lines
+
+
+def json_text(value: Any) -> str:
+    """The one spelling of a record file and of reports/seeds.json: JSON indented by 2, keys in their order."""
+    return json.dumps(value, indent=2) + "\n"
+
+
+def stale_params(params: Mapping[str, Any], lock: Mapping[str, Any], stages: Sequence[str]) -> list[tuple[str, str]]:
+    """(stage, key) of every params.yaml param that dvc.lock (parsed) says one of `stages` ran with a value other
+    than `params` (flattened params.yaml) has now: the workspace's outputs are not of these params."""
+    stale = []
+    for stage in stages:
+        ran = flatten(((lock.get("stages") or {}).get(stage) or {}).get("params", {}).get("params.yaml") or {})
+        stale += [(stage, key) for key, value in sorted(ran.items())
+                  if key not in params or param_text(params[key]) != param_text(value)]
+    return stale
+
+
+RECORD_FIELDS = ("name", "seeds", "overrides", "metrics")
+"""The fields a run record cannot do without (`runs_from_records`)."""
+
+
+def record_problem(record: Any, stem: str) -> str | None:
+    """What keeps reports/runs/<stem>.json from being a run record, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    lacking = [field for field in RECORD_FIELDS if field not in record]
+    if lacking:
+        return f"no {lacking[0]}"
+    if record["name"] != stem:
+        return f"its name is {record['name']!r}, not the file's"
+    if SEED not in (record["seeds"] or {}):
+        return f"no seeds.{SEED}"
+    return None

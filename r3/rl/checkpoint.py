@@ -58,7 +58,9 @@ class TrainerState:
 
 
 def make_optimizer(policy: TrainableUnifiedModel, cfg: RlConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    # foreach: as r3.train.sft's optimizer (one multi-tensor update, not a Python loop over the parameters)
+    return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
+                             foreach=True)
 
 
 def fresh_state(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, rank: int = 0,

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from r3.config import BaseConfig, Config
-from r3.models.interface import SamplingConfig
+from r3.models.interface import HELDOUT_SAMPLING, SamplingConfig
 from r3.rewards.base import RewardConfig
 from r3.train.data import SftTask
 
@@ -42,7 +42,7 @@ class RolloutSettings:
 class RlConfig(Config):
     """The `rl` section of params.yaml."""
 
-    steps: int = Field(400, ge=1)
+    steps: int = Field(200, ge=1)
     """Training steps (reason and refine steps together)."""
     seed: int | None = None
     """Seed of the stage's random streams (prompt and node draws, rollout noise); null = base.seed. Held-out checks
@@ -130,11 +130,11 @@ class RlConfig(Config):
     ema_decay: float = Field(0.99, ge=0, lt=1)
     """Decay of an exponential moving average of the policy weights that the held-out checks evaluate and the
     stage saves, as the SFT stage does (0 = the raw weights, the textbook). Rollouts always use the raw policy."""
-    eval_every: int = Field(100, ge=1)
+    eval_every: int = Field(50, ge=1)
     """Steps between held-out strict accuracy checks (the reward-hacking monitor)."""
     eval_rows: int = Field(64, ge=1)
     """Held-out prompts in those checks (the final evaluation uses all of them)."""
-    eval_sampling: SamplingConfig = SamplingConfig()
+    eval_sampling: SamplingConfig = HELDOUT_SAMPLING
     """ODE sampling of held-out metrics; keep it equal to the SFT stage's so the numbers compare."""
 
     def rl_seed(self, base: BaseConfig) -> int:

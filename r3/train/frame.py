@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from r3.machine import machine_facts
 from r3.models.interface import SamplingConfig, TrainableUnifiedModel
 from r3.train.data import SynthSplit
 from r3.train.heldout_view import evaluate_heldout, sample_grids, skill_headline
@@ -58,7 +59,7 @@ def finish(model: TrainableUnifiedModel, held: SynthSplit, sampling: SamplingCon
            record: Recorder, steps: int, extra: dict, started: float) -> TrainResult:
     """The tail of a training stage, on the main process: every held-out metric of `model` (recorded as the
     headline at step `steps`), the final sample grids, the checkpoint, and metrics.json = the held-out metrics,
-    their headline, `extra` and the seconds since `started`."""
+    their headline, `extra`, the machine (r3.machine) and the seconds since `started`."""
     final = evaluate_heldout(model, held, sampling, model.config.canvas, seed)
     headline = skill_headline(final)
     record({f"heldout/{k}": v for k, v in headline.items()}, steps)
@@ -66,6 +67,7 @@ def finish(model: TrainableUnifiedModel, held: SynthSplit, sampling: SamplingCon
     sample_grids(model, held, sampling, model.config.canvas, seed, samples_dir, "final")
     checkpoint = out_dir / "checkpoint"
     model.save_pretrained(checkpoint)
-    metrics = {"headline": headline, **final, **extra, "total_seconds": time.perf_counter() - started}
+    metrics = {"headline": headline, **final, **extra, "machine": machine_facts(),
+               "total_seconds": time.perf_counter() - started}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return TrainResult(checkpoint, metrics, out_dir / "history.jsonl", sorted(samples_dir.glob("*.png")))
