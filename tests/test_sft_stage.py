@@ -98,9 +98,10 @@ def test_schedule_covers_every_task_and_lr_warms_up_then_decays():
     factors = [lr_factor(s, cfg) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10] > factors[50] > factors[99] >= cfg.min_lr_ratio
-    defaults = [tasks_for_step(step, SftConfig()) for step in range(8)]
-    assert all(tasks[:3] == ["edit", "reason", "reflect"] and len(tasks) == 4 for tasks in defaults)
-    assert [step for step, tasks in enumerate(defaults) if "generate" in tasks] == [0, 4]
+    rotated = SftConfig(every_step=("reason", "reflect", "edit"))
+    schedule = [tasks_for_step(step, rotated) for step in range(8)]
+    assert all(tasks[:3] == ["edit", "reason", "reflect"] and len(tasks) == 4 for tasks in schedule)
+    assert [step for step, tasks in enumerate(schedule) if "generate" in tasks] == [0, 4]
     no_edit = SftConfig(weights=TaskWeights(edit=0.0))
     assert all("edit" not in tasks_for_step(s, no_edit) for s in range(12))
 
@@ -127,7 +128,7 @@ def test_tasks_named_in_batch_sizes_take_their_own_batch(monkeypatch):
     cfg = SftConfig(batch_size=8, batch_sizes={"edit": 3, "reason": 5})
     total, losses = r3.train.sft.step_losses(None, None, ["generate", "edit", "reason"], cfg, None, None)
     assert drawn == {"generate": 8, "edit": 3, "reason": 5} and float(total) == 3.0
-    assert SftConfig().batch_sizes == {"edit": 16}
+    assert SftConfig().batch_sizes == {}
     with pytest.raises(ValueError):
         SftConfig(batch_sizes={"edit": 0})
     with pytest.raises(ValueError):

@@ -58,7 +58,7 @@ class TrainerState:
 
 
 def make_optimizer(policy: TrainableUnifiedModel, cfg: RlConfig) -> torch.optim.AdamW:
-    # foreach: as r3.train.sft's optimizer (one multi-tensor update, not a Python loop over the parameters)
+    # foreach: one multi-tensor update instead of a Python loop over the parameters (torch's CPU default)
     return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
                              foreach=True)
 

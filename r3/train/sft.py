@@ -1,10 +1,8 @@
 """The `sft` stage: multitask supervised warm-up of every skill the RL stage needs.
 
 Each optimisation step sums the weighted losses of the tasks scheduled for it: the `every_step` tasks
-(reasoning, which is cheap and keeps improving with updates, reflection and editing, which the base model lacks),
-the other tasks in a fixed rotation so that each of them sees the same number of examples per cycle. Generation
-rotates with the base model's understanding skills: models/base already draws its layouts exactly, so its
-flow loss stays at its pretrained level and a batch every fourth step keeps it there.
+(generation, the slowest skill to learn, and reasoning, which is cheap and keeps improving with updates),
+the other tasks in a fixed rotation so that each of them sees the same number of examples per cycle.
 Learning rate: linear warm-up then cosine decay.
 
 Under a multi-process launch (r3.train.distributed) every process trains on its own batches, so a step sees
@@ -61,13 +59,12 @@ class SftConfig(Config):
     """Optimisation steps."""
     batch_size: int = Field(32, ge=1)
     """Examples per task in a step (but the tasks of `batch_sizes`)."""
-    batch_sizes: dict[SftTask, PositiveInt] = {"edit": 16}
-    """Examples per step of the tasks named here, instead of `batch_size`. Editing, the dearest task of a step and
-    trained every step, takes 16: at 32 its flow loss fell to 0.009 by step 400 and only to 0.008 in the 800 steps after."""
-    every_step: tuple[SftTask, ...] = ("reason", "reflect", "edit")
+    batch_sizes: dict[SftTask, PositiveInt] = {}
+    """Examples per step of the tasks named here, instead of `batch_size` (a cheaper step: `{edit: 16}` with generation
+    in rotation halves it but costs held-out accuracy, docs/measured.md)."""
+    every_step: tuple[SftTask, ...] = ("generate", "reason", "reflect", "edit")
     """Tasks trained at every step. Reasoning (text only, ~1/10 of a generation batch) is here because its
-    layout validity keeps rising with updates (docs/experiments.md); generation (from models/base, whose flow
-    loss starts at 0.011 and stays there, 0.008 median, trained every step) rotates with the understanding tasks."""
+    layout validity keeps rising with updates (docs/experiments.md)."""
     rotating_tasks_per_step: int = Field(1, ge=1)
     """How many of the other tasks (in rotation) each step trains besides `every_step`."""
     init: Literal["base", "scratch"] = "base"
@@ -178,10 +175,7 @@ def train_sft(base: BaseConfig, cfg: SftConfig, synth_dir: Path, out_dir: Path, 
     sharded = fsdp_settings() is not None
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 and (main or sharded) else model
     evaluated = copy.deepcopy(model) if sharded and main else ema  # what evaluation and saving read
-    # foreach: one multi-tensor update instead of a Python loop over ~100 parameters (on the CPU torch's default
-    # is the loop; the two differ in rounding only)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
-                                  foreach=True)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     learner = Learner(accelerator, model, optimizer)
     schedule = torch.optim.lr_scheduler.LambdaLR(learner.optimizer, lambda step: lr_factor(step, cfg))
     if sharded and ema is not model:
