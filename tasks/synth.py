@@ -30,7 +30,7 @@ def summary_task(key: str, base: BaseConfig, counts: dict, redrawn: dict[str, in
     out = artifact_dir(key)
     metrics_path, card_path = out / "metrics.json", out / "DATA_CARD.md"
     metrics = write_summary(counts, redrawn, base.canvas, base.seed, record_fields(Path(enrichment_path)),
-                            metrics_path, card_path)
+                            metrics_path, card_path, base.num_threads)
     grids = tag_grids(Path(enrichment_path), out / "samples")
     return {"paths": [str(metrics_path), str(card_path), str(out / "samples")], "metrics": metrics,
             "grids": [str(p) for p in grids]}

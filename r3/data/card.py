@@ -106,10 +106,11 @@ def tag_grids(enrichment_path: Path, out_dir: Path, per_tag: int = 8) -> list[Pa
 
 
 def write_summary(counts: dict, redrawn: dict[str, int], canvas: int, seed: int, fields: list[TagFields],
-                  metrics_path: Path, card_path: Path) -> dict:
+                  metrics_path: Path, card_path: Path, threads: int) -> dict:
+    """metrics.json (row counts and the machine, with the stage's `threads`) and the data card; the metrics."""
     metrics = synth_metrics(counts)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    recorded = {**metrics, "machine": machine_facts()}
+    recorded = {**metrics, "machine": machine_facts(threads)}
     metrics_path.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
     card_path.write_text(data_card(metrics, redrawn, canvas, seed, fields))
     return recorded
