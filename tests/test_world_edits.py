@@ -253,7 +253,7 @@ def expected_answer(scene, question):
         shape = {v: k for k, v in PLURALS.items()}[noun[-1]]
         color = noun[0] if len(noun) == 2 else None
         n = sum(o.shape == shape and color in (None, o.color) for o in scene.objects)
-        return ["zero", "one", "two", "three", "four", "five", "six"][n]
+        return ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][n]
     if words[:3] == ["what", "color", "is"]:
         return unique_object(scene, words[4:-1]).color
     if words[:3] == ["what", "size", "is"]:

@@ -48,13 +48,18 @@ def test_noun_phrases_use_count_words_and_plurals():
     assert noun_phrase(1, "square", "blue", "large") == "a large blue square"
     assert noun_phrase(4, "triangle", size="small") == "four small triangles"
     assert join_phrases(["a circle", "a square", "two crosses"]) == "a circle, a square and two crosses"
+    assert join_phrases(["a circle", "a square", "two crosses"], oxford=True) == "a circle, a square, and two crosses"
     assert count_word(0) == "zero" and count_word(4) == "four"
     with pytest.raises(ValueError, match="count 11"):
         count_word(11)
 
 
-GENEVAL_PP_COUNTED = {"counting", "color_count_attr", "spatial_count_attr", "multi_object_count_attr"}
+GENEVAL_PP_COUNTED = {"counting", "color_count_attr", "spatial_count_attr"}
 """GenEval++ tags whose entries are written with a count word and the plural, one included ("one squares")."""
+GENEVAL_PP_NUMBERED = {"multi_object_count_attr"}
+"""GenEval++ tags whose entries are written with a count word, singular at one ("one square, two circles")."""
+GENEVAL_PP_BARE = {"color_spatial_attr"}
+"""GenEval++ tags whose entries have no article ("blue circle on the left")."""
 
 
 def test_prompt_texts_follow_the_templates():
@@ -65,14 +70,18 @@ def test_prompt_texts_follow_the_templates():
             prompt = record["prompt"]
             assert not re.search(r"\d", prompt), prompt  # counts are words
             assert prompt.startswith("A photo of ") == (suite == "geneval_pp"), prompt
-            counted = suite == "geneval_pp" and tag in GENEVAL_PP_COUNTED
+            pp = suite == "geneval_pp"
+            counted, numbered = pp and tag in GENEVAL_PP_COUNTED, pp and tag in GENEVAL_PP_NUMBERED
             for entry in record["include"]:
                 plural = {"cross": "crosses"}.get(entry["class"], entry["class"] + "s")
                 noun = entry["class"] if entry["count"] == 1 and not counted else plural
                 words = [w for w in (entry.get("size"), entry.get("color")) if w] + [noun]
-                article = "a" if entry["count"] == 1 and not counted else COUNT_WORDS[entry["count"]]
+                article = "a" if entry["count"] == 1 and not (counted or numbered) else COUNT_WORDS[entry["count"]]
                 region = [f"on the {entry['region']}"] if "region" in entry else []
-                assert " ".join([article, *words, *region]) in prompt, (prompt, entry)
+                phrase = " ".join([*([] if pp and tag in GENEVAL_PP_BARE else [article]), *words, *region])
+                assert f" {phrase}" in f" {prompt}", (prompt, entry)
+            if pp and len(record["include"]) > 2:  # GenEval++ lists three or more with Oxford commas
+                assert prompt.count(",") == len(record["include"]) - 1 and ", and " in prompt, prompt
             if any("position" in e for e in record["include"]):
                 relation = record["include"][1]["position"][0]
                 phrase = {"left of": "to the left of", "right of": "to the right of"}.get(relation, relation)
@@ -88,7 +97,7 @@ def test_every_tag_samples_valid_scenes_that_satisfy_the_prompt(suite, tag):
         record, scene = sample_example(suite, tag, rng)
         assert record["tag"] == tag and set(record) == {"tag", "include", "exclude", "prompt"}
         assert 1 <= len(scene.objects) <= MAX_OBJECTS
-        assert all(1 <= e["count"] <= 4 for e in record["include"])
+        assert all(1 <= e["count"] <= (7 if suite == "geneval_pp" else 4) for e in record["include"])
         # exact counts: an exclude with count + 1 for every include
         assert [(e["class"], e["count"] + 1, e.get("color")) for e in record["include"]] == [
             (e["class"], e["count"], e.get("color")) for e in record["exclude"]

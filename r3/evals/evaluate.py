@@ -56,7 +56,7 @@ class EvaluateConfig(Config):
     scaling_suite: str = "geneval_pp"
     """Synth suite whose prompts run the reflect-refine rounds (the scaling study, as in the paper); the other
     suite is scored after round 0 only, which keeps the CPU evaluation within its budget."""
-    sampling: SamplingConfig = HELDOUT_SAMPLING.model_copy(update={"temperature": 0.0, "max_new_tokens": 48})
+    sampling: SamplingConfig = HELDOUT_SAMPLING.model_copy(update={"temperature": 0.0, "max_new_tokens": 64})
     """Image ODE (steps, cfg_scale, timestep_shift) and reasoning text (temperature: 0 = greedy, top_p,
     max_new_tokens) of the loop; reflections are always greedy."""
     seed: int = Field(0, ge=0)

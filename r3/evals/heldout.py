@@ -19,7 +19,8 @@ from r3.world.edits import STOP_ANSWER
 from r3.world.layout import layout_satisfies
 from r3.world.verifier import Verdict, verify_batch
 
-GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=48)
+GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=64)
+"""Held-out reasoning: greedy, long enough for a layout of nine objects (62 tokens and the end token)."""
 
 
 def chunks(n: int, size: int) -> Iterator[np.ndarray]:

@@ -6,10 +6,13 @@ match two include entries.
 
 `geneval` writes GenEval's records: relation prompts follow GenEval's order, include[0] is the reference,
 include[1] carries `position: [relation, 0]` and is mentioned first ("a circle above a square").
-`geneval_pp` writes GenEval++'s (Echo-4o) records and grammar, quirks included: "A photo of ...", a `region`
-per entry in the spatial tags ("three circles on the left and one squares on the right": counted entries keep
-the plural), and a `size` larger / smaller pair in size_spatial_attr ("a larger circle on the above and a smaller
-square on the below").
+`geneval_pp` draws GenEval++'s (Echo-4o) records as its file (`test_scripts/Geneval++.jsonl`, 40 records per tag)
+draws them: the same count tuples with the same frequencies (GENEVAL_PP_COUNTS), the same share of left / right
+against above / below (GENEVAL_PP_LEFT_RIGHT; the left or upper entry first), the larger entry first, and the
+file's grammar per tag, quirks included (GENEVAL_PP_PHRASING): "A photo of ...", Oxford commas, a `region` per
+entry in the spatial tags ("on the above"), counted entries that keep the plural at one in counting /
+color_count_attr / spatial_count_attr ("one squares") but not in multi_object_count_attr ("one square"), no
+article in color_spatial_attr ("blue circle on the left").
 """
 
 from typing import Any
@@ -49,14 +52,60 @@ RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of", 
 PHOTO = "A photo of"
 """How every GenEval++ prompt starts."""
 REGION_PAIRS = (("left", "right"), ("above", "below"))
-"""The opposite regions a GenEval++ spatial prompt puts its two entries in (either way round)."""
-MAX_OBJECTS = 6
-"""Most objects a sampled scene holds (they must fit, apart, on a 32x32 canvas)."""
+"""The opposite regions a GenEval++ spatial prompt puts its two entries in, in the file's order."""
+MAX_OBJECTS = 9
+"""Most objects a sampled scene holds: GenEval++'s three classes of three ("A photo of three circles, three squares,
+and three triangles"). Nine small objects fit, apart, on any canvas (a 3 x 3 lattice of every other cell; at most
+four large ones do), so scene_for draws crowded scenes small."""
+
+GENEVAL_PP_RECORDS_PER_TAG = 40
+"""Records per tag in GenEval++'s file (280 in all)."""
+
+GENEVAL_PP_COUNTS: dict[str, dict[tuple[int, ...], int]] = {
+    "color_attr": {(1, 1, 1): 30, (1, 1, 1, 1): 10},
+    "counting": {(4,): 10, (5,): 11, (6,): 7, (7,): 12},
+    "color_count_attr": {(1, 1): 5, (1, 2): 5, (1, 3): 2, (2, 1): 4, (2, 2): 7, (2, 3): 2, (3, 1): 10, (3, 2): 3,
+                         (3, 3): 2},
+    "color_spatial_attr": {(1, 1): 40},
+    "spatial_count_attr": {(1, 1): 5, (1, 2): 3, (1, 3): 3, (2, 2): 8, (2, 3): 8, (3, 1): 3, (3, 2): 4, (3, 3): 6},
+    "size_spatial_attr": {(1, 1): 40},
+    "multi_object_count_attr": {
+        (1, 1): 1, (1, 2): 1, (1, 3): 1, (2, 2): 5, (2, 3): 3, (3, 1): 1, (3, 2): 4, (3, 3): 3,
+        (1, 1, 1): 1, (1, 2, 1): 1, (1, 2, 2): 1, (1, 2, 3): 2, (1, 3, 1): 1, (1, 3, 3): 1, (2, 1, 1): 1,
+        (2, 2, 1): 2, (2, 2, 3): 2, (2, 3, 1): 1, (2, 3, 2): 2, (2, 3, 3): 1, (3, 1, 1): 1, (3, 1, 3): 1,
+        (3, 2, 2): 1, (3, 3, 2): 1, (3, 3, 3): 1,
+    },
+}  # fmt: skip
+"""Per GenEval++ tag, how many of the file's 40 records have each count tuple (one count per include entry, in
+order of mention; its length is the number of classes). Synth draws tuples with these weights."""
+
+GENEVAL_PP_LEFT_RIGHT = {"color_spatial_attr": 14, "spatial_count_attr": 19, "size_spatial_attr": 17}
+"""Per spatial tag, how many of the file's 40 records put their entries left / right (the others above / below);
+the first entry is always the left (upper) one. Synth draws the axis with these weights."""
+
+GENEVAL_PP_PHRASING = {
+    "color_attr": "article",
+    "counting": "counted",
+    "color_count_attr": "counted",
+    "color_spatial_attr": "bare",
+    "spatial_count_attr": "counted",
+    "size_spatial_attr": "article",
+    "multi_object_count_attr": "numbered",
+}
+"""How the file writes an entry of each tag: `article` "a red circle"; `counted` count word and plural, whatever
+the count ("one squares"); `numbered` count word, singular at one ("one square", "two squares"); `bare` no article
+("blue spoon"). Entries are joined with "and", three or more with Oxford commas ("a, b, and c")."""
 
 MIN_RELATION_CELLS = 2
 """Sampled scenes put related objects at least this many grid cells apart along the relation."""
 
 _PLACEMENT_TRIES = 200
+
+LARGE_DECAY = 0.9
+"""Random placement try t (from 0) draws each unspecified size large with probability 0.5 * LARGE_DECAY ** t: as
+likely as small on the first try (where nearly every scene of up to five objects is placed), less after each stuck
+try, so that a crowded scene (GenEval++ counts 7 and three classes of up to three) comes out in a few tries with
+small objects instead of hundreds of tries."""
 
 
 def count_word(n: int) -> str:
@@ -84,16 +133,33 @@ def counted_phrase(entry: dict[str, Any]) -> str:
     return " ".join([*words, PLURALS[entry["class"]]])
 
 
+def numbered_phrase(entry: dict[str, Any]) -> str:
+    """GenEval++'s multi_object_count_attr entry: count word, attributes, singular at one ("one square", "two red
+    squares")."""
+    words = [count_word(entry["count"]), *(w for w in (entry.get("size"), entry.get("color")) if w)]
+    return " ".join([*words, entry["class"] if entry["count"] == 1 else PLURALS[entry["class"]]])
+
+
+def bare_phrase(entry: dict[str, Any]) -> str:
+    """GenEval++'s color_spatial_attr entry: attributes and the class, no article ("blue circle")."""
+    return " ".join([*(w for w in (entry.get("size"), entry.get("color")) if w), entry["class"]])
+
+
+ENTRY_PHRASES = {"article": entry_phrase, "counted": counted_phrase, "numbered": numbered_phrase,
+                 "bare": bare_phrase}
+"""GenEval++'s ways of writing an entry (GENEVAL_PP_PHRASING)."""
+
+
 def region_phrase(region: str) -> str:
     """GenEval++'s wording of a region: "on the left", "on the above"."""
     return f"on the {region}"
 
 
-def join_phrases(phrases: list[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
+def join_phrases(phrases: list[str], oxford: bool = False) -> str:
+    """"a", "a and b", "a, b and c" (GenEval), or with `oxford` "a, b, and c" (GenEval++)."""
     if len(phrases) <= 2:
         return " and ".join(phrases)
-    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return ", ".join(phrases[:-1]) + ("," if oxford else "") + " and " + phrases[-1]
 
 
 def spaced_words(text: str) -> str:
@@ -115,14 +181,6 @@ def _entry(shape: str, count: int, color: str | None = None, size: str | None = 
     return entry
 
 
-def _counts(rng: np.random.Generator, groups: int, low: int, high: int, total: int) -> list[int]:
-    """Counts in low..high per group, at least one >= 2, summing to <= total."""
-    while True:
-        counts = [int(c) for c in rng.integers(low, high + 1, size=groups)]
-        if sum(counts) <= total and max(counts) >= 2:
-            return counts
-
-
 def _pick(rng: np.random.Generator, options: tuple[str, ...], k: int) -> list[str]:
     return [options[i] for i in rng.choice(len(options), size=k, replace=False)]
 
@@ -140,21 +198,24 @@ def _related(subject: dict[str, Any], reference: dict[str, Any], relation: str) 
     return [reference, {**subject, "position": [relation, 0]}], prompt
 
 
-def _photo(entries: list[dict[str, Any]], counted: bool = False) -> Drawn:
-    """GenEval++'s grammar: "A photo of " and the entries (counted ones with counted_phrase), each followed by
-    its region phrase."""
-    phrases = [
-        " ".join([counted_phrase(e) if counted else entry_phrase(e), *([region_phrase(e["region"])] if "region" in e
-                                                                       else [])])
-        for e in entries
-    ]
-    return entries, f"{PHOTO} {join_phrases(phrases)}"
+def _photo(tag: str, entries: list[dict[str, Any]]) -> Drawn:
+    """GenEval++'s grammar: "A photo of " and the entries written the tag's way (GENEVAL_PP_PHRASING), each followed
+    by its region phrase."""
+    phrase = ENTRY_PHRASES[GENEVAL_PP_PHRASING[tag]]
+    phrases = [" ".join([phrase(e), *([region_phrase(e["region"])] if "region" in e else [])]) for e in entries]
+    return entries, f"{PHOTO} {join_phrases(phrases, oxford=True)}"
 
 
-def _regions(rng: np.random.Generator) -> list[str]:
-    """Two opposite regions in random order."""
-    pair = REGION_PAIRS[int(rng.integers(len(REGION_PAIRS)))]
-    return _pick(rng, pair, 2)
+def _weighted(rng: np.random.Generator, weights: dict[Any, int]) -> Any:
+    """One key, drawn with probability proportional to its weight."""
+    keys, p = list(weights), np.array(list(weights.values()), dtype=float)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+def _regions(tag: str, rng: np.random.Generator) -> tuple[str, str]:
+    """The regions of a spatial tag's two entries: left then right, or above then below (GENEVAL_PP_LEFT_RIGHT)."""
+    left_right = GENEVAL_PP_LEFT_RIGHT[tag]
+    return REGION_PAIRS[_weighted(rng, {0: left_right, 1: GENEVAL_PP_RECORDS_PER_TAG - left_right})]
 
 
 def _draw(suite: str, tag: str, rng: np.random.Generator) -> Drawn:
@@ -163,29 +224,25 @@ def _draw(suite: str, tag: str, rng: np.random.Generator) -> Drawn:
 
 
 def _draw_geneval_pp(tag: str, rng: np.random.Generator) -> Drawn:
-    """A GenEval++ tag's include entries and prompt text, in the benchmark's schema and grammar."""
-    colors = tuple(COLORS)
-    if tag == "color_attr":
-        k = int(rng.integers(2, 4))
-        return _photo([_entry(s, 1, c) for s, c in zip(_pick(rng, SHAPES, k), _pick(rng, colors, k))])
-    if tag == "counting":
-        return _photo([_entry(_pick(rng, SHAPES, 1)[0], int(rng.integers(2, 5)))], counted=True)
-    if tag == "color_count_attr":
-        counts = _counts(rng, 2, 1, 3, MAX_OBJECTS)
-        shapes, picked = _pick(rng, SHAPES, 2), _pick(rng, colors, 2)
-        return _photo([_entry(s, n, c) for s, n, c in zip(shapes, counts, picked)], counted=True)
+    """A GenEval++ tag's include entries and prompt text, drawn as the benchmark's file draws them (module docstring):
+    distinct classes, distinct colours, the file's count tuples, regions and order."""
+    counts = _weighted(rng, GENEVAL_PP_COUNTS[tag])
+    shapes = _pick(rng, SHAPES, len(counts))
+    if tag in ("color_attr", "color_count_attr"):
+        colors = _pick(rng, tuple(COLORS), len(counts))
+        return _photo(tag, [_entry(s, n, c) for s, n, c in zip(shapes, counts, colors)])
+    if tag in ("counting", "multi_object_count_attr"):
+        return _photo(tag, [_entry(s, n) for s, n in zip(shapes, counts)])
+    regions = _regions(tag, rng)
     if tag == "color_spatial_attr":
-        shapes, picked, regions = _pick(rng, SHAPES, 2), _pick(rng, colors, 2), _regions(rng)
-        return _photo([_entry(s, 1, c, region=r) for s, c, r in zip(shapes, picked, regions)])
+        colors = _pick(rng, tuple(COLORS), 2)
+        return _photo(tag, [_entry(s, n, c, region=r) for s, n, c, r in zip(shapes, counts, colors, regions)])
     if tag == "spatial_count_attr":
-        counts, shapes, regions = _counts(rng, 2, 1, 3, 4), _pick(rng, SHAPES, 2), _regions(rng)
-        return _photo([_entry(s, n, region=r) for s, n, r in zip(shapes, counts, regions)], counted=True)
-    if tag == "size_spatial_attr":
-        shapes, sizes, regions = _pick(rng, SHAPES, 2), _pick(rng, RELATIVE_SIZES, 2), _regions(rng)
-        return _photo([_entry(s, 1, size=z, region=r) for s, z, r in zip(shapes, sizes, regions)])
-    if tag == "multi_object_count_attr":
-        counts = _counts(rng, 3, 1, 3, MAX_OBJECTS)
-        return _photo([_entry(s, n) for s, n in zip(_pick(rng, SHAPES, 3), counts)], counted=True)
+        return _photo(tag, [_entry(s, n, region=r) for s, n, r in zip(shapes, counts, regions)])
+    if tag == "size_spatial_attr":  # the larger entry first, as in every record of the file
+        larger_first = ("larger", "smaller")
+        return _photo(tag, [_entry(s, n, size=z, region=r) for s, n, z, r in zip(shapes, counts, larger_first,
+                                                                                  regions)])
     raise AssertionError(f"tag {tag!r} has no generator")  # unreachable: tags are validated by the caller
 
 
@@ -299,14 +356,19 @@ def place_objects(
 SEARCH_BUDGET = 200_000
 """Most partial placements the exhaustive search visits before it gives up."""
 
+DRAWN_SIZES_BUDGET = 2_000
+"""Most partial placements scene_for's exhaustive search visits with the drawn sizes before it tries every
+unspecified size small (which places whatever can be placed at all). A search that fails visits its whole budget:
+at SEARCH_BUDGET that is ~10 s for GenEval++'s nine objects with a large one drawn among them."""
+
 
 def place_exhaustively(
     specs: list[tuple[str, str, str, int]], relations: dict[int, tuple[str, int]], regions: dict[int, str],
-    canvas: int,
+    canvas: int, budget: int = SEARCH_BUDGET,
 ) -> list[SceneObject] | None:
     """The first placement of `specs` (same rules as `place_objects`) in a depth-first search over the cell
-    centres, or None if there is none. Identical consecutive specs take increasing cells (their order does not
-    matter), which keeps the search small."""
+    centres, or None if there is none (or none within `budget` visited partial placements). Identical consecutive
+    specs take increasing cells (their order does not matter), which keeps the search small."""
     xs, ys = _cell_centres(canvas)
     placed: list[SceneObject] = []
     cells: list[int] = []
@@ -318,7 +380,7 @@ def place_exhaustively(
         if k == len(specs):
             return True
         visits += 1
-        if visits > SEARCH_BUDGET:
+        if visits > budget:
             return False
         free = _free_cells(xs, ys, specs[k], placed, specs, relations, regions, canvas)
         if k > 0 and specs[k] == specs[k - 1]:
@@ -337,10 +399,12 @@ def place_exhaustively(
 
 def scene_for(record: dict[str, Any], rng: np.random.Generator, canvas: int = 32) -> Scene:
     """A scene holding exactly the record's objects (which must be ShapeWorld's), satisfying it;
-    unspecified colours and sizes are drawn at random.
+    unspecified colours and sizes are drawn at random (sizes large less often after each stuck try: LARGE_DECAY).
 
     Random placement is tried first; when every try is stuck, an exhaustive search places the last drawn
-    objects (then, if that fails, with every unspecified size small). PlacementError if neither finds a scene.
+    objects (within DRAWN_SIZES_BUDGET, or SEARCH_BUDGET when none of their sizes is unspecified and large), then,
+    if that fails, with every unspecified size small (within SEARCH_BUDGET). PlacementError if neither finds a
+    scene.
     Objects are listed in the prompt's order of mention, each group left to right.
     """
     check_canvas(canvas)
@@ -349,12 +413,13 @@ def scene_for(record: dict[str, Any], rng: np.random.Generator, canvas: int = 32
     regions = {i: e["region"] for i, e in enumerate(include) if e.get("region")}
     colors = tuple(COLORS)
     specs: list[tuple[str, str, str, int]] = []
-    for _ in range(_PLACEMENT_TRIES):
+    for t in range(_PLACEMENT_TRIES):
+        p_large = 0.5 * LARGE_DECAY**t
         specs = [
             (
                 entry["class"],
                 entry.get("color") or colors[int(rng.integers(len(colors)))],
-                entry_size(entry) or SIZES[int(rng.integers(len(SIZES)))],
+                entry_size(entry) or SIZES[int(rng.random() < p_large)],
                 g,
             )
             for g, entry in enumerate(include)
@@ -365,8 +430,11 @@ def scene_for(record: dict[str, Any], rng: np.random.Generator, canvas: int = 32
         if placed is not None and check(placed, record, canvas=canvas).strict:
             return _in_mention_order(placed, specs, include, canvas)
     smallest = [(shape, color, entry_size(include[g]) or SIZES[0], g) for shape, color, _, g in specs]
-    for candidate in (specs, smallest):
-        placed = place_exhaustively(candidate, relations, regions, canvas)
+    # with no size left to shrink, the one search gets the whole budget
+    searches = ([(specs, SEARCH_BUDGET)] if smallest == specs
+                else [(specs, DRAWN_SIZES_BUDGET), (smallest, SEARCH_BUDGET)])
+    for candidate, budget in searches:
+        placed = place_exhaustively(candidate, relations, regions, canvas, budget)
         if placed is not None and check(placed, record, canvas=canvas).strict:
             return _in_mention_order(placed, candidate, include, canvas)
     raise PlacementError(f"could not place the objects of {record['prompt']!r} on a {canvas}x{canvas} canvas")
@@ -385,14 +453,19 @@ def _mention_order(include: list[dict[str, Any]]) -> list[int]:
     return subjects + [i for i in range(len(include)) if i not in subjects]
 
 
-def sample_example(suite: str, tag: str, rng: np.random.Generator, canvas: int = 32) -> tuple[dict, Scene]:
-    """A prompt record of `tag` in `suite` (GenEval record shape) and a scene that satisfies it."""
+def draw_record(suite: str, tag: str, rng: np.random.Generator) -> dict:
+    """A prompt record of `tag` in `suite` (GenEval record shape), without a scene."""
     if suite not in SUITES:
         raise ValueError(f"suite {suite!r}: expected one of {tuple(SUITES)}")
     if tag not in SUITES[suite]:
         raise ValueError(f"tag {tag!r}: suite {suite!r} has tags {SUITES[suite]}")
     include, prompt = _draw(suite, tag, rng)
-    record = {"tag": tag, "include": include, "exclude": exact_count_excludes(include), "prompt": prompt}
+    return {"tag": tag, "include": include, "exclude": exact_count_excludes(include), "prompt": prompt}
+
+
+def sample_example(suite: str, tag: str, rng: np.random.Generator, canvas: int = 32) -> tuple[dict, Scene]:
+    """A prompt record of `tag` in `suite` (GenEval record shape) and a scene that satisfies it."""
+    record = draw_record(suite, tag, rng)
     return record, scene_for(record, rng, canvas)
 
 
