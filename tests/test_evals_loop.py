@@ -12,7 +12,7 @@ from r3.evals.benchmarks import accuracy_by_tag, generation_by_round, make_score
 from r3.evals.best_of_n import (Samples, best_of_n_correct, equal_compute, judge_picks, oracle_correct,
                                 sample_best_of_n, sample_noise)
 from r3.evals.heldout import noise_for, to_uint8
-from r3.evals.r3_loop import run_r3, scaling_metrics
+from r3.evals.r3_loop import reflection_outcomes, run_r3, scaling_metrics
 from r3.models.interface import SamplingConfig
 from r3.world.edits import STOP_ANSWER
 from r3.world.prompts import SUITES, sample_example
@@ -333,3 +333,18 @@ def test_best_of_n_needs_sampled_reasoning():
     with pytest.raises(ValueError, match="temperature"):
         sample_best_of_n(SamplingSceneModel(examples), records, [r["prompt"] for r in records], SAMPLING, 2, 0, strict,
                          CANVAS)
+
+
+def test_reflection_outcomes_count_what_each_round_did_with_wrong_and_right_images():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 8)  # row i misses i % 4 objects; one fixed a round
+    model = SceneModel(examples, missing={e[0]["prompt"]: i % 4 for i, e in enumerate(examples)})
+    outcomes = reflection_outcomes(_run(model, examples, 3, batch_size=3), ["multi_object_count_attr"] * 8)
+    assert outcomes["outcomes"] == {"missed": 0, "fixed": 6, "edit_failed": 6, "kept": 6, "kept_edited": 0,
+                                    "broke": 0}
+    assert (outcomes["stop_on_wrong"]["overall"], outcomes["stop_on_wrong"]["n"]) == (0.0, 6)
+    assert outcomes["stop_on_right"] == {"overall": 1.0, "n": 2, "per_tag": {"multi_object_count_attr": 1.0}}
+    stopper = SceneModel(examples[:4], missing={e[0]["prompt"]: i % 2 for i, e in enumerate(examples[:4])},
+                         always_stop=True)
+    stopped = reflection_outcomes(_run(stopper, examples[:4], 2), ["multi_object_count_attr"] * 4)
+    assert stopped["outcomes"] == {"missed": 2, "fixed": 0, "edit_failed": 0, "kept": 2, "kept_edited": 0, "broke": 0}
+    assert stopped["stop_on_wrong"]["overall"] == 1.0 and reflection_outcomes(_run(stopper, examples[:4], 0), []) == {}

@@ -152,3 +152,40 @@ def scaling_metrics(trace: R3Trace) -> list[dict[str, float]]:
             "unchanged": len(current.scores) - improved - worse,
         })
     return rows
+
+
+OUTCOMES_ON_WRONG = ("missed", "fixed", "edit_failed")
+"""What a round did with a wrong image: stopped on it (a reflection error), edited it right, edited it and it
+stayed wrong (the instruction or the edit failed)."""
+OUTCOMES_ON_RIGHT = ("kept", "kept_edited", "broke")
+"""What a round did with a right image: stopped on it, edited it and it stayed right, edited it wrong."""
+
+
+def _stop_rate(stopped: np.ndarray, rows: np.ndarray, tags: Sequence[str]) -> dict[str, Any]:
+    """Share of `rows` (N,) bool that `stopped` (N,) bool, overall and per tag (tags with no such row omitted)."""
+    per_tag = {t: float(stopped[rows & (np.asarray(tags) == t)].mean())
+               for t in sorted(set(tags)) if (rows & (np.asarray(tags) == t)).any()}
+    return {"overall": float(stopped[rows].mean()) if rows.any() else float("nan"), "n": int(rows.sum()),
+            "per_tag": per_tag}
+
+
+def reflection_outcomes(trace: R3Trace, tags: Sequence[str]) -> dict[str, Any]:
+    """How the reflect-refine rounds spent their images: the first reflection's stop rate on wrong and on right
+    images (overall, with n, and per tag), and every round's cases by outcome (OUTCOMES_ON_WRONG,
+    OUTCOMES_ON_RIGHT), counted over the rows still active in each round. Empty when the trace has no round."""
+    if len(trace.rounds) < 2:
+        return {}
+    first = trace.rounds[1]
+    right_before = trace.correct(0)  # (N,)
+    outcomes = dict.fromkeys(OUTCOMES_ON_WRONG + OUTCOMES_ON_RIGHT, 0)
+    for k in range(1, len(trace.rounds)):
+        active = ~trace.rounds[k - 1].finished  # (N,)
+        was_right, stopped, is_right = trace.correct(k - 1), trace.rounds[k].finished, trace.correct(k)
+        for name, rows in (("missed", ~was_right & stopped), ("fixed", ~was_right & ~stopped & is_right),
+                           ("edit_failed", ~was_right & ~stopped & ~is_right), ("kept", was_right & stopped),
+                           ("kept_edited", was_right & ~stopped & is_right),
+                           ("broke", was_right & ~stopped & ~is_right)):
+            outcomes[name] += int((active & rows).sum())
+    return {"stop_on_wrong": _stop_rate(first.finished, ~right_before, tags),
+            "stop_on_right": _stop_rate(first.finished, right_before, tags), "outcomes": outcomes}
+

@@ -20,7 +20,9 @@ class RolloutSettings:
     group_size: int
     """G, samples per group."""
     text: SamplingConfig
-    """Reasoning / reflection sampling (temperature, top-p, max_new_tokens)."""
+    """Reasoning sampling (temperature, top-p, max_new_tokens)."""
+    reflection: SamplingConfig
+    """Reflection sampling."""
     image: SamplingConfig
     """Image sampling without SDE steps; the step's stochastic index and eta are filled in per step."""
     eta_reason: float
@@ -37,6 +39,8 @@ class RolloutSettings:
     """Baseline of refine image advantages: the whole group ("group", textbook) or the edited children only."""
     drop_equal_groups: bool = False
     """Leave groups whose rewards are all equal (zero advantages) out of the loss (textbook: keep them)."""
+    permute_rewards: bool = False
+    """Null control: hand each group's rewards out among its samples in a random order before advantages."""
 
 
 class RlConfig(Config):
@@ -82,6 +86,16 @@ class RlConfig(Config):
     drop_equal_groups: bool = True
     """Leave groups whose rewards are all equal (all-zero advantages) out of the loss, and skip the optimizer step
     when no group is left (textbook: keep them; docs/method.md, Departures)."""
+    min_informative_groups: int = Field(1, ge=1)
+    """Dynamic sampling (DAPO): a step keeps drawing `prompts_per_step` prompts (reason) or `nodes_per_step` buffer
+    nodes (refine) until its draws hold this many informative groups (rewards not all equal), and takes one update
+    on all of them; 1 = the first draw decides."""
+    max_draws: int = Field(1, ge=1)
+    """Most draws per step; a step whose `max_draws` draws hold fewer than min_informative_groups informative
+    groups takes no optimizer step (logged as train/skipped)."""
+    permute_rewards: bool = False
+    """The null control: each group's rewards are handed out among its own samples in a random order before the
+    advantages (same rewards, same kept groups, no information about which sample earned them)."""
     eta_reason: float = Field(0.7, gt=0)
     """SDE noise scale `a` of reason-step image sampling."""
     eta_refine: float = Field(1.0, gt=0)
@@ -93,7 +107,10 @@ class RlConfig(Config):
     cfg_scale: float = Field(1.0, ge=0)
     """Classifier-free guidance of rollout images (re-applied identically in the loss)."""
     temperature: float = Field(1.0, gt=0)
-    """Text sampling temperature of reasoning and reflections (> 0: RL needs exploration)."""
+    """Text sampling temperature of reasoning (> 0: RL needs exploration), and of reflections unless
+    reflect_temperature is set."""
+    reflect_temperature: float | None = Field(None, gt=0)
+    """Text sampling temperature of reflections (null = temperature)."""
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling of rollout texts."""
     max_new_tokens: int = Field(64, ge=1)
@@ -148,13 +165,18 @@ class RlConfig(Config):
             raise ValueError("rl.eval_sampling.sde_steps must be empty: held-out metrics use ODE sampling")
         if self.w_text == 0 and self.w_image == 0 and self.replay_weight == 0:
             raise ValueError("rl: w_text, w_image and replay_weight are all 0: nothing to train")
+        most = self.max_draws * min(self.prompts_per_step, self.nodes_per_step)
+        if self.min_informative_groups > most:
+            raise ValueError(f"rl: min_informative_groups={self.min_informative_groups} exceeds the {most} groups "
+                             "that max_draws draws can hold: raise rl.max_draws or lower rl.min_informative_groups")
         if self.replay_weight > 0 and not self.replay_tasks:
             raise ValueError("rl: replay_weight > 0 needs at least one replay_tasks entry")
         return self
 
     def rollout_settings(self) -> RolloutSettings:
         text = SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+        reflection = text.model_copy(update={"temperature": self.reflect_temperature or self.temperature})
         image = SamplingConfig(steps=self.sample_steps, timestep_shift=self.timestep_shift, cfg_scale=self.cfg_scale)
-        return RolloutSettings(self.group_size, text, image, self.eta_reason, self.eta_refine, self.normalize_std,
-                               self.reasoning_format, self.wrong_stop_delta, self.refine_image_baseline,
-                               self.drop_equal_groups)
+        return RolloutSettings(self.group_size, text, reflection, image, self.eta_reason, self.eta_refine,
+                               self.normalize_std, self.reasoning_format, self.wrong_stop_delta,
+                               self.refine_image_baseline, self.drop_equal_groups, self.permute_rewards)

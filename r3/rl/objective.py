@@ -136,6 +136,35 @@ def informative(rewards: Tensor, drop_equal_groups: bool) -> Tensor:
     return keep.float().repeat_interleave(rewards.shape[1])  # (N G,)
 
 
+def group_has_signal(text_mask: Tensor, image_mask: Tensor, group_size: int) -> Tensor:
+    """(N,) bool: the groups whose text or image samples enter the loss (`informative`'s masks).
+
+    text_mask, image_mask: (N G,) masks over every sample of the step (a refine step's image mask before it is cut
+    to the edited children).
+    """
+    text = text_mask.view(-1, group_size).amax(dim=1) > 0  # (N,)
+    image = image_mask.view(-1, group_size).amax(dim=1) > 0  # (N,)
+    return text | image
+
+
+def permuted_within_groups(rewards: Tensor, order: Tensor) -> Tensor:
+    """The null control: each group's rewards handed out among its own samples in a random order.
+
+    rewards: (N, G); order: (N, G) a permutation of 0..G-1 per row (one draw shared by a sample's text and image
+    rewards). The group keeps its rewards, hence its mean, spread and whether it is informative; which sample earned
+    which reward is lost, so the update holds no information about what the prompt asked for.
+    """
+    if order.shape != rewards.shape:
+        raise ValueError(f"permuted_within_groups: order {tuple(order.shape)} must match rewards "
+                         f"{tuple(rewards.shape)}")
+    return rewards.gather(1, order)  # (N, G)
+
+
+def random_orders(groups: int, group_size: int, generator: torch.Generator) -> Tensor:
+    """(N, G) int64, an independent uniform permutation of 0..G-1 per group."""
+    return torch.rand(groups, group_size, generator=generator).argsort(dim=1)
+
+
 # ----- text loss: GRPO with a k3 KL -----
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:

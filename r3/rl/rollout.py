@@ -33,8 +33,8 @@ from r3.evals.heldout import seeded_noise, to_uint8
 from r3.models.interface import ImageCondition, SamplingConfig, SdeTransitions, TextQuery, TextSample, TrainableUnifiedModel
 from r3.rewards.base import Reward, score_with_components
 from r3.rl.config import RolloutSettings
-from r3.rl.objective import (StepKind, group_advantages, informative, is_perfect, reason_rewards,
-                             refine_rewards)
+from r3.rl.objective import (StepKind, group_advantages, group_has_signal, informative, is_perfect,
+                             permuted_within_groups, random_orders, reason_rewards, refine_rewards)
 from r3.world.edits import STOP_ANSWER, reflection_parses
 from r3.world.layout import layout_satisfies, parse_layout
 
@@ -157,6 +157,8 @@ class Rollouts:
     are all equal."""
     stats: dict[str, float]
     """Rewards and timings, namespaced metric keys."""
+    informative_groups: int
+    """Groups with any sample in the text or image loss (all of them without drop_equal_groups)."""
 
 
 def loss_rows(mask: Tensor) -> Tensor:
@@ -243,6 +245,8 @@ def reason_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     format_ok = reasoning_format_ok(text.texts, group_records, canvas, settings.reasoning_format)  # (B,)
     r = torch.from_numpy(alignment).float()  # (B,)
     text_reward, image_reward = reason_rewards(format_ok, r)  # (B,), (B,)
+    if settings.permute_rewards:
+        text_reward, image_reward = _permuted(text_reward, image_reward, g, generator)
     text_adv = group_advantages(text_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
     image_adv = group_advantages(image_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
     text_mask = informative(text_reward.view(-1, g), settings.drop_equal_groups)  # (B,)
@@ -263,7 +267,8 @@ def reason_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
         "time/sample_s": sampled - started,
         "time/reward_s": scored - sampled,
     }
-    return Rollouts("reason", text, text_adv, sample.transitions, image_adv, image_mask, text_mask, stats), nodes
+    kept = int(group_has_signal(text_mask, image_mask, g).sum())
+    return Rollouts("reason", text, text_adv, sample.transitions, image_adv, image_mask, text_mask, stats, kept), nodes
 
 
 @torch.no_grad()
@@ -278,7 +283,7 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     records = [node.record for node in group_nodes]
     pixels = torch.from_numpy(np.stack([node.image for node in group_nodes]))  # (B, H, W, 3) uint8
     sources = pixels.permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
-    text = policy.reflect(sources, [node.prompt for node in group_nodes], settings.text, generator)
+    text = policy.reflect(sources, [node.prompt for node in group_nodes], settings.reflection, generator)
     stopped = torch.tensor([z.strip() == STOP_ANSWER for z in text.texts])  # (B,)
     active = (~stopped).nonzero().flatten()  # (B_act,)
     edits = active if len(active) else torch.zeros(1, dtype=torch.long)  # (B_img,): the placeholder when none
@@ -297,6 +302,8 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     format_ok = torch.tensor([reflection_parses(z) for z in text.texts])  # (B,)
     # refine_rewards is elementwise, so the whole batch goes at once and is grouped afterwards
     text_reward, image_reward, _ = refine_rewards(format_ok, r_old, r_new, stopped, settings.wrong_stop_delta)  # (B,) each
+    if settings.permute_rewards:
+        text_reward, image_reward = _permuted(text_reward, image_reward, g, generator)
     text_adv = group_advantages(text_reward.view(-1, g), settings.normalize_std).flatten()  # (B,)
     members = (~stopped).view(-1, g) if settings.refine_image_baseline == "edited" else None  # (N, G)
     image_adv = group_advantages(image_reward.view(-1, g), settings.normalize_std, members=members).flatten()  # (B,)
@@ -321,4 +328,65 @@ def refine_rollouts(policy: TrainableUnifiedModel, reference: TrainableUnifiedMo
     if bool(perfect.any()):
         stats["rl/stop_rate_on_perfect"] = float(stopped[perfect].float().mean())
     image_mask = image_kept[edits] if len(active) else torch.zeros(1)  # (B_img,)
-    return Rollouts("refine", text, text_adv, sample.transitions, image_adv[edits], image_mask, text_mask, stats)
+    kept = int(group_has_signal(text_mask, image_kept, g).sum())
+    return Rollouts("refine", text, text_adv, sample.transitions, image_adv[edits], image_mask, text_mask, stats,
+                    kept)
+
+
+def _permuted(text_reward: Tensor, image_reward: Tensor, g: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(B,) text and image rewards, each group's handed out among its samples in one random order (null control)."""
+    order = random_orders(len(text_reward) // g, g, generator)  # (N, G)
+    return (permuted_within_groups(text_reward.view(-1, g), order).flatten(),
+            permuted_within_groups(image_reward.view(-1, g), order).flatten())
+
+
+# ----- several draws, one update -----
+
+def _padded(x: Tensor, width: int) -> Tensor:
+    """(B, T) -> (B, width), zero (False) after column T."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+
+def concat_texts(parts: Sequence[TextSample]) -> TextSample:
+    """One TextSample holding every part's rows in order, token tensors padded to the longest part."""
+    width = max(p.token_ids.shape[1] for p in parts)
+    images = [p.query.images for p in parts]
+    query = TextQuery(parts[0].query.task, [c for p in parts for c in p.query.contexts],
+                      None if images[0] is None else torch.cat(images))
+    return replace(parts[0], texts=[z for p in parts for z in p.texts],
+                   token_ids=torch.cat([_padded(p.token_ids, width) for p in parts]),
+                   logprobs=torch.cat([_padded(p.logprobs, width) for p in parts]),
+                   mask=torch.cat([_padded(p.mask, width) for p in parts]), query=query)
+
+
+def concat_transitions(parts: Sequence[SdeTransitions]) -> SdeTransitions:
+    """One SdeTransitions holding every part's images in order; the parts share one schedule (the step's SDE
+    index, eta and guidance), so their t / dt / index are the first part's."""
+    conditions = [p.condition for p in parts]
+    reasoning = None if conditions[0].reasoning is None else [z for c in conditions for z in c.reasoning or []]
+    sources = None if conditions[0].sources is None else torch.cat([c.sources for c in conditions])
+    condition = ImageCondition([x for c in conditions for x in c.prompts], reasoning, sources)
+    steps = [p.steps for p in parts]
+    return replace(parts[0], condition=condition, steps=replace(
+        steps[0], x_t=torch.cat([s.x_t for s in steps]), x_next=torch.cat([s.x_next for s in steps]),
+        logprob=torch.cat([s.logprob for s in steps])))
+
+
+def concat_rollouts(parts: Sequence[Rollouts]) -> Rollouts:
+    """The draws of one step as one batch for one update (dynamic sampling). Stats are each draw's mean, timings
+    their sum; `rl/draws` and `rl/groups_informative` say how many draws it took and how many groups they kept."""
+    if len(parts) == 1:
+        only = parts[0]
+        return replace(only, stats={**only.stats, "rl/draws": 1.0,
+                                    "rl/groups_informative": float(only.informative_groups)})
+    stats: dict[str, float] = {}
+    for key in dict.fromkeys(k for p in parts for k in p.stats):
+        values = [p.stats[key] for p in parts if key in p.stats]
+        stats[key] = float(np.sum(values) if key.startswith("time/") else np.mean(values))
+    kept = sum(p.informative_groups for p in parts)
+    stats |= {"rl/draws": float(len(parts)), "rl/groups_informative": float(kept)}
+    return Rollouts(
+        parts[0].kind, concat_texts([p.text for p in parts]), torch.cat([p.text_advantages for p in parts]),
+        concat_transitions([p.image for p in parts]), torch.cat([p.image_advantages for p in parts]),
+        torch.cat([p.image_mask for p in parts]), torch.cat([p.text_mask for p in parts]), stats, kept,
+    )

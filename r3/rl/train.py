@@ -8,8 +8,10 @@ at sampling time and a frozen copy of the SFT model as the KL reference.
 How this departs from the textbook (besides the batching notes in r3.rl.rollout):
   * the learning rate is constant: RL starts from a warmed-up policy and the PPO clip bounds each
     update, so there is no warm-up or decay to resume;
-  * groups whose rewards are all equal leave the loss, and a step left with none takes no optimizer step
-    (rl.drop_equal_groups): with the strict 0/1 reward most groups of an SFT policy are all right or all wrong.
+  * groups whose rewards are all equal leave the loss (rl.drop_equal_groups): with the strict 0/1 reward most
+    groups of an SFT policy are all right or all wrong. A step keeps drawing groups until it holds
+    rl.min_informative_groups informative ones (DAPO's dynamic sampling), at most rl.max_draws draws, and takes no
+    optimizer step when it falls short.
     Strict held-out accuracy is logged every `eval_every` steps beside the training reward: it is the
     reward-hacking monitor, whatever reward trains the policy.
 
@@ -47,7 +49,8 @@ from r3.rewards.base import Reward, build_reward
 from r3.rl.checkpoint import TrainerState, fresh_state, latest_resume, load_resume, run_identity, save_resume
 from r3.rl.config import RlConfig
 from r3.rl.objective import image_policy_loss, sde_step_index, step_kind, text_policy_loss, total_loss
-from r3.rl.rollout import Rollouts, loss_rows, reason_rollouts, refine_rollouts, take_texts, take_transitions
+from r3.rl.rollout import (Rollouts, concat_rollouts, loss_rows, reason_rollouts, refine_rollouts, take_texts,
+                           take_transitions)
 from r3.train.data import SynthSplit, task_loss
 from r3.train.distributed import Learner, make_accelerator
 from r3.train.ema import ema_update
@@ -133,12 +136,35 @@ def optimise(learner: Learner, reference: TrainableUnifiedModel, rollouts: Rollo
     return totals
 
 
-def has_signal(rollouts: Rollouts, learner: Learner) -> bool:
-    """Whether any process's rollouts keep a row for the loss (all processes step together, or none does)."""
-    kept = torch.tensor([float(rollouts.text_mask.sum() + rollouts.image_mask.sum())], device=learner.accelerator.device)
+def full_update(rollouts: Rollouts, learner: Learner, min_groups: int) -> bool:
+    """Whether the step's draws hold `min_groups` informative groups per process, counted over all processes
+    (all processes step together, or none does)."""
+    kept = torch.tensor([float(rollouts.informative_groups)], device=learner.accelerator.device)
     if learner.accelerator.num_processes > 1:
         kept = learner.accelerator.reduce(kept, reduction="sum")
-    return bool(kept.item() > 0)
+    return bool(kept.item() >= min_groups * learner.accelerator.num_processes)
+
+
+def draw_rollouts(state: TrainerState, sampler: TrainableUnifiedModel, reference: TrainableUnifiedModel,
+                  reward: Reward, prompts: Table, cfg: RlConfig, kind: str, sde_index: int) -> Rollouts:
+    """Step `state.step`'s groups: draws of `prompts_per_step` prompts (reason; their nodes join the buffer) or
+    `nodes_per_step` buffer nodes (refine) until they hold min_informative_groups informative groups or max_draws
+    draws are made (dynamic sampling, rl.min_informative_groups)."""
+    settings = cfg.rollout_settings()
+    groups = cfg.prompts_per_step if kind == "reason" else cfg.nodes_per_step
+    draws: list[Rollouts] = []
+    while len(draws) < cfg.max_draws and sum(d.informative_groups for d in draws) < cfg.min_informative_groups:
+        seeds = state.rng.integers(0, 2**31 - 1, size=groups).tolist()
+        if kind == "reason":
+            index = state.rng.choice(len(prompts), size=groups, replace=False)
+            rollouts, nodes = reason_rollouts(sampler, reference, reward, prompts.records(index), settings,
+                                              sde_index, seeds, state.generator)
+            state.buffer.extend(nodes)
+        else:
+            nodes = [state.buffer.sample_node(state.rng, cfg.p_perfect) for _ in range(groups)]
+            rollouts = refine_rollouts(sampler, reference, reward, nodes, settings, sde_index, seeds, state.generator)
+        draws.append(rollouts)
+    return concat_rollouts(draws)
 
 
 def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Reward, prompts: Table,
@@ -151,20 +177,10 @@ def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Re
     """
     started = time.perf_counter()
     kind = step_kind(state.step, cfg.reason_steps, cfg.refine_steps)
-    settings = cfg.rollout_settings()
-    sde_index = sde_step_index(state.rng, cfg.sample_steps, kind)
-    groups = cfg.prompts_per_step if kind == "reason" else cfg.nodes_per_step
-    seeds = state.rng.integers(0, 2**31 - 1, size=groups).tolist()
+    sde_index = sde_step_index(state.rng, cfg.sample_steps, kind)  # one per step, shared by its draws
     sampler = state.policy if learner is None else learner.sampling_model  # whole weights, also under FSDP
     sampler.eval()
-    if kind == "reason":
-        index = state.rng.choice(len(prompts), size=groups, replace=False)
-        rollouts, nodes = reason_rollouts(sampler, reference, reward, prompts.records(index), settings,
-                                          sde_index, seeds, state.generator)
-        state.buffer.extend(nodes)
-    else:
-        nodes = [state.buffer.sample_node(state.rng, cfg.p_perfect) for _ in range(groups)]
-        rollouts = refine_rollouts(sampler, reference, reward, nodes, settings, sde_index, seeds, state.generator)
+    rollouts = draw_rollouts(state, sampler, reference, reward, prompts, cfg, kind, sde_index)
     sampler.train()
     trained = time.perf_counter()
     replay = None
@@ -173,7 +189,7 @@ def train_step(state: TrainerState, reference: TrainableUnifiedModel, reward: Re
             raise ValueError("rl: replay_weight > 0 but train_step got no replay_data")
         replay = Replay(replay_data, state.rng, state.generator)
     learner = learner or Learner(make_accelerator(), state.policy, state.optimizer)
-    if has_signal(rollouts, learner):
+    if full_update(rollouts, learner, cfg.min_informative_groups):
         stats = optimise(learner, reference, rollouts, cfg, replay) | {"train/skipped": 0.0}
     else:  # AdamW's moments would move the weights even on an all-zero gradient
         stats = {"train/skipped": 1.0}
