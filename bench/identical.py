@@ -28,7 +28,7 @@ SHORT = {
     "sft": {"steps": 30, "batch_size": 8, "eval_every": 15, "quick_eval_rows": 8, "log_every": 5,
             "sampling": {"steps": 4, "cfg_scale": 3.0}},
     "rl": {"steps": 6, "group_size": 4, "prompts_per_step": 3, "nodes_per_step": 3, "checkpoint_every": 2,
-           "eval_every": 3, "eval_rows": 6, "replay_weight": 0.1, "max_new_tokens": 32,
+           "eval_every": 3, "eval_rows": 6, "validation_rows": 13, "replay_weight": 0.1, "max_new_tokens": 32,
            "eval_sampling": {"steps": 4, "cfg_scale": 3.0}},
     "evaluate": {"per_tag": 2, "max_rounds": 2, "grid_rows": 2,
                  "sampling": {"steps": 4, "cfg_scale": 3.0, "temperature": 0.0, "max_new_tokens": 32}},

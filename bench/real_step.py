@@ -366,7 +366,8 @@ def run_tiny64(steps: int, device: torch.device, params: str) -> None:
                                         "init": "scratch", "warmup_steps": 1, "eval_every": steps,
                                         "quick_eval_rows": 8})
     rl_cfg = RlConfig.model_validate({**section(raw, "rl", RlConfig, params).model_dump(), "steps": steps,
-                                      "eval_every": steps, "eval_rows": 8, "checkpoint_every": steps})
+                                      "eval_every": steps, "eval_rows": 8, "validation_rows": 8,
+                                      "checkpoint_every": steps})
     eval_cfg = EvaluateConfig.model_validate({**section(raw, "evaluate", EvaluateConfig, params).model_dump(),
                                               "prompts": None, "per_tag": 1, "max_rounds": 1})
     common = {"profile": "tiny-64", "canvas": 64,

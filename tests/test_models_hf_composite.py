@@ -299,7 +299,8 @@ def test_sft_rl_and_evaluate_stages_run_on_a_lora_model(hf_parts: HfParts, tmp_p
     assert sorted(p.name for p in sft.checkpoint.iterdir()) == [
         "config.json", "editor_lora.safetensors", "generator_lora.safetensors", "vlm_lora.safetensors"]
     rl = train_rl(base, RlConfig(steps=2, group_size=2, prompts_per_step=1, nodes_per_step=1, sample_steps=2,
-                                 cfg_scale=2.0, max_new_tokens=4, eval_every=5, eval_rows=2, eval_sampling=two_steps,
+                                 cfg_scale=2.0, max_new_tokens=4, eval_every=5, eval_rows=2, validation_rows=2,
+                                 eval_sampling=two_steps,
                                  reward=RewardConfig(name="intrinsic"), replay_weight=0.0), sft.checkpoint,
                   tmp_path / "synth", tmp_path / "rl")
     assert read_model_config(rl.checkpoint) == config and np.isfinite(rl.metrics["headline"]["ita"])

@@ -22,7 +22,7 @@ TINY = {
               "candidates_per_tag": 40},
     "sft": {"init": "scratch", "steps": 3, "batch_size": 4, "eval_every": 100, "log_every": 1, "model": MODEL, "sampling": FAST},
     "rl": {"steps": 2, "group_size": 2, "prompts_per_step": 1, "nodes_per_step": 1, "sample_steps": 2,
-           "max_new_tokens": 8, "eval_every": 100, "eval_rows": 2, "checkpoint_every": 1,
+           "max_new_tokens": 8, "eval_every": 100, "eval_rows": 2, "validation_rows": 2, "checkpoint_every": 1,
            "eval_sampling": FAST},
     "evaluate": {"per_tag": 1, "max_rounds": 1, "grid_rows": 2, "sampling": {**FAST, "temperature": 0.0}},
 }

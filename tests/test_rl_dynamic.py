@@ -17,7 +17,7 @@ from r3.rl.checkpoint import fresh_state
 from r3.rl.config import RlConfig
 from r3.rl.objective import group_has_signal, permuted_within_groups, random_orders
 from r3.rl.rollout import concat_texts, reason_rollouts
-from r3.rl.train import train_step
+from r3.rl.train import train_step, validation_split
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,13 @@ def test_concatenated_texts_pad_to_the_longest_draw(inputs: tuple[Path, Path]) -
     assert torch.equal(both.token_ids[1], long.token_ids[0]) and torch.equal(both.logprobs[1], long.logprobs[0])
     assert int(both.mask[0].sum()) == int(short.mask[0].sum())
     assert both.query.contexts == ["A photo of a red circle"] * 2
+
+
+def test_validation_rows_are_spread_over_train_and_never_drawn(inputs: tuple[Path, Path]) -> None:
+    _, synth = inputs
+    table = Table.load(synth / "train" / "prompts.parquet")  # 26 rows, tags cycled
+    drawn, validation = validation_split(table, 5)
+    assert (len(drawn), len(validation)) == (21, 5)
+    assert validation.frame["prompt"].to_list() == [table.texts("prompt", [i])[0] for i in (0, 6, 12, 19, 25)]
+    assert not set(map(str, validation.frame.rows())) & set(map(str, drawn.frame.rows()))
+    assert len(validation_split(table, 0)[1]) == 0 and len(validation_split(table, 0)[0]) == 26

@@ -65,7 +65,7 @@ def rl_config(**overrides: Any) -> RlConfig:
     here), raw weights."""
     settings = dict(group_size=4, prompts_per_step=2, nodes_per_step=2, sample_steps=3, cfg_scale=2.0,
                     max_new_tokens=8, lr=1e-3, eval_every=100, eval_rows=4, eval_sampling=FAST_EVAL, reward=RED_REWARD,
-                    beta_text=0.001, replay_weight=0.0, ema_decay=0.0, drop_equal_groups=False)
+                    beta_text=0.001, replay_weight=0.0, ema_decay=0.0, drop_equal_groups=False, validation_rows=4)
     return RlConfig(**{**settings, **overrides})
 
 

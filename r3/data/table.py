@@ -48,7 +48,17 @@ class Table:
         return as_float(self.images[column][torch.as_tensor(np.asarray(index), dtype=torch.long)])
 
 
+    def take(self, index: np.ndarray) -> "Table":
+        """The rows at `index` (int array), in its order."""
+        return Table(self.frame[index], {name: images[index] for name, images in self.images.items()})
+
+
+def spread_index(rows: int, n: int) -> np.ndarray:
+    """(<= n,) int64: n row numbers evenly spread over `rows` rows (tables sorted or cycled by tag: the first n
+    would cover one tag or follow the cycle)."""
+    return np.unique(np.linspace(0, rows - 1, min(n, rows)).round().astype(np.int64))
+
+
 def spread_rows(table: Table, n: int) -> Table:
-    """n rows evenly spread over the table (held-out tables are sorted by tag: the first n would cover one tag)."""
-    index = np.unique(np.linspace(0, len(table) - 1, min(n, len(table))).round().astype(int))
-    return Table(table.frame[index], {name: images[index] for name, images in table.images.items()})
+    """n rows evenly spread over the table (spread_index)."""
+    return table.take(spread_index(len(table), n))

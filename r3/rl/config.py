@@ -152,6 +152,11 @@ class RlConfig(Config):
     """Steps between held-out strict accuracy checks (the reward-hacking monitor)."""
     eval_rows: int = Field(64, ge=1)
     """Held-out prompts in those checks (the final evaluation uses all of them)."""
+    validation_rows: int = Field(260, ge=0)
+    """Train prompt rows, evenly spread over the table (20 per tag at the default), that RL never draws and that
+    the run's final policy is scored on (strict, greedy: metrics.json `validation`): the split to choose settings
+    on, so that no choice reads the reported held-out split. Their prompt texts may recur in other train rows
+    (counting has 13 train texts). 0 = none."""
     eval_sampling: SamplingConfig = HELDOUT_SAMPLING
     """ODE sampling of held-out metrics; keep it equal to the SFT stage's so the numbers compare."""
 
@@ -165,7 +170,7 @@ class RlConfig(Config):
             raise ValueError("rl.eval_sampling.sde_steps must be empty: held-out metrics use ODE sampling")
         if self.w_text == 0 and self.w_image == 0 and self.replay_weight == 0:
             raise ValueError("rl: w_text, w_image and replay_weight are all 0: nothing to train")
-        most = self.max_draws * min(self.prompts_per_step, self.nodes_per_step)
+        most = self.max_draws * min(self.prompts_per_step, self.nodes_per_step)  # groups the draws can hold
         if self.min_informative_groups > most:
             raise ValueError(f"rl: min_informative_groups={self.min_informative_groups} exceeds the {most} groups "
                              "that max_draws draws can hold: raise rl.max_draws or lower rl.min_informative_groups")

@@ -41,7 +41,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from r3.config import BaseConfig
-from r3.data.table import Table, spread_rows
+from r3.data.table import Table, spread_index, spread_rows
 from r3.evals import heldout
 from r3.models.interface import TrainableUnifiedModel
 from r3.models.registry import load_checkpoint
@@ -211,6 +211,19 @@ def quick_eval(policy: TrainableUnifiedModel, prompts: Table, cfg: RlConfig, bas
             **{f"heldout/generation_partial/{s}": v for s, v in gen["partial"]["overall"].items()}}
 
 
+def validation_split(prompts: Table, rows: int) -> tuple[Table, Table]:
+    """(the train prompts RL draws from, `rows` validation rows evenly spread over them)."""
+    held = spread_index(len(prompts), rows) if rows else np.zeros(0, dtype=np.int64)
+    return prompts.take(np.setdiff1d(np.arange(len(prompts)), held)), prompts.take(held)
+
+
+def validate(policy: TrainableUnifiedModel, validation: Table, cfg: RlConfig, base: BaseConfig) -> dict:
+    """Strict and partial generation accuracy (greedy reasoning, held-out image sampling) on the validation rows."""
+    policy.eval()
+    result = heldout.generation_accuracy(policy, validation, cfg.eval_sampling, policy.config.canvas, base.seed)
+    return {**result, "n": len(validation)}
+
+
 def final_training_rewards(history: list[str], steps: int) -> dict[str, float]:
     """Mean training reward of each step kind over the last tenth of the run, to set beside held-out accuracy."""
     window = max(1, steps // 10)
@@ -239,9 +252,10 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
         raise ValueError(
             f"rl: checkpoint {init_checkpoint} has canvas {reference.config.canvas}, base.canvas is {base.canvas}"
         )
-    prompts = Table.load(synth_dir / "train" / "prompts.parquet")
+    prompts, validation = validation_split(Table.load(synth_dir / "train" / "prompts.parquet"), cfg.validation_rows)
     if len(prompts) < cfg.prompts_per_step:
-        raise ValueError(f"rl: {len(prompts)} train prompts < prompts_per_step={cfg.prompts_per_step}")
+        raise ValueError(f"rl: {len(prompts)} train prompts (after {len(validation)} validation rows) < "
+                         f"prompts_per_step={cfg.prompts_per_step}: lower rl.validation_rows or rl.prompts_per_step")
     held = SynthSplit.load(synth_dir / "heldout")
     replay_data = SynthSplit.load(synth_dir / "train") if cfg.replay_weight > 0 else None
     monitor = spread_rows(held.enrichment, cfg.eval_rows)
@@ -288,4 +302,8 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
             return other_process_result(out_dir)
         extra = {"steps": cfg.steps, "final_training_rewards": final_training_rewards(state.history, cfg.steps),
                  "train_seconds": time.perf_counter() - started}
+        if len(validation):
+            extra["validation"] = validate(evaluated, validation, cfg, base)
+            record({f"validation/generation_strict/{s}": v for s, v in
+                    extra["validation"]["strict"]["overall"].items()}, cfg.steps)
         return finish(evaluated, held, cfg.eval_sampling, base.seed, out_dir, record, cfg.steps, extra, started)
