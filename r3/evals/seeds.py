@@ -18,7 +18,7 @@ without DVC's experiment refs or MLflow.
 
 import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,28 +139,42 @@ class SeedRun:
     """The run record it comes from (reports/runs/<name>.json, `run_record`); None for a `dvc exp show` row."""
 
 
+def first_of_each(rows: Iterable[Mapping[str, Any]], identity: Callable[[Mapping[str, Any]], tuple[str, int, int]]
+                  ) -> tuple[list[tuple[Mapping[str, Any], tuple[str, int, int]]], list[str]]:
+    """Each row whose (config, sft_seed, seed) no earlier row has, with that identity; and the names of the others
+    (repeats)."""
+    kept, repeats, seen = [], [], set()
+    for row in rows:
+        key = identity(row)
+        if key in seen:
+            repeats.append(row["name"])
+        else:
+            seen.add(key)
+            kept.append((row, key))
+    return kept, repeats
+
+
+def table_order(runs: list[SeedRun]) -> list[SeedRun]:
+    """The default config first, then by config, SFT seed and RL seed."""
+    return sorted(runs, key=lambda run: (run.config != DEFAULT, run.config, run.sft_seed, run.seed))
+
+
 def seed_runs(rows: Sequence[dict[str, Any]], defaults: Mapping[str, Any],
               labels: Mapping[str, str] = LABELS) -> tuple[list[SeedRun], list[str]]:
     """The runs with base.seed and an evaluate headline, one per (config, sft_seed, seed): the first row wins (give
     experiments before baselines); also the names of the rows left out as repeats of an earlier one."""
-    runs, repeats, seen = [], [], set()
-    for row in rows:
+    evaluated = [row for row in rows if SEED in row["params"]
+                 and any(key.startswith(f"{EVALUATE}headline.") for key in row["metrics"])]
+    kept, repeats = first_of_each(evaluated, lambda row: run_identity(row["params"], defaults, labels))
+    runs = []
+    for row, (config, sft_seed, seed) in kept:
         metrics = row["metrics"]
-        if SEED not in row["params"] or not any(key.startswith(f"{EVALUATE}headline.") for key in metrics):
-            continue
-        identity = run_identity(row["params"], defaults, labels)
-        if identity in seen:
-            repeats.append(row["name"])
-            continue
-        seen.add(identity)
-        config, sft_seed, seed = identity
         record = {"config": config, "seed": seed, "sft_seed": sft_seed,
                   **{key: figure(metrics, key) for key in METRICS}}
         scaling = {name: metrics[f"{EVALUATE}checkpoints.{name}.scaling"] for name in CHECKPOINTS
                    if f"{EVALUATE}checkpoints.{name}.scaling" in metrics}
         runs.append(SeedRun(row["name"], config, sft_seed, seed, record, scaling))
-    runs.sort(key=lambda run: (run.config != DEFAULT, run.config, run.sft_seed, run.seed))
-    return runs, repeats
+    return table_order(runs), repeats
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
@@ -431,20 +445,14 @@ def record_identity(record: Mapping[str, Any], labels: Mapping[str, str] = LABEL
 def runs_from_records(records: Sequence[Mapping[str, Any]], labels: Mapping[str, str] = LABELS
                       ) -> tuple[list[SeedRun], list[str]]:
     """`seed_runs` over run records (give them sorted by name: the first of a (config, sft_seed, seed) wins)."""
-    runs, repeats, seen = [], [], set()
-    for record in records:
-        identity = record_identity(record, labels)
-        if identity in seen:
-            repeats.append(record["name"])
-            continue
-        seen.add(identity)
-        config, sft_seed, seed = identity
+    kept, repeats = first_of_each(records, lambda record: record_identity(record, labels))
+    runs = []
+    for record, (config, sft_seed, seed) in kept:
         figures = {"config": config, "seed": seed, "sft_seed": sft_seed,
                    **{key: record["metrics"].get(key) for key in METRICS}}
         runs.append(SeedRun(record["name"], config, sft_seed, seed, figures, dict(record.get("scaling") or {}),
                             dict(record)))
-    runs.sort(key=lambda run: (run.config != DEFAULT, run.config, run.sft_seed, run.seed))
-    return runs, repeats
+    return table_order(runs), repeats
 
 
 def record_trends(runs: Sequence[SeedRun]) -> tuple[str, int, list[RewardTrend]]:
