@@ -348,3 +348,10 @@ def test_reflection_outcomes_count_what_each_round_did_with_wrong_and_right_imag
     stopped = reflection_outcomes(_run(stopper, examples[:4], 2), ["multi_object_count_attr"] * 4)
     assert stopped["outcomes"] == {"missed": 2, "fixed": 0, "edit_failed": 0, "kept": 2, "kept_edited": 0, "broke": 0}
     assert stopped["stop_on_wrong"]["overall"] == 1.0 and reflection_outcomes(_run(stopper, examples[:4], 0), []) == {}
+
+
+def test_a_stop_rate_without_images_of_its_kind_is_none():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 2)
+    model = SceneModel(examples, missing={e[0]["prompt"]: 1 for e in examples})  # every image wrong
+    outcomes = reflection_outcomes(_run(model, examples, 1), ["multi_object_count_attr"] * 2)
+    assert outcomes["stop_on_right"] == {"overall": None, "n": 0, "per_tag": {}}

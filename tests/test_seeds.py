@@ -435,8 +435,10 @@ def test_the_seed_view_of_records_is_the_same_bytes_every_time(tmp_path: Path,
     assert main(["--seeds", "--seeds-out", "c"]) == 2  # a file whose name is not its record's
 
 
-def test_the_committed_seed_view_is_rebuilt_from_the_committed_run_records(tmp_path: Path) -> None:
-    """reports/seeds.{json,md} are `python -m flows.compare --seeds` over reports/runs, byte for byte."""
-    assert main(["--seeds", "--runs", str(REPO / "reports/runs"), "--seeds-out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("reports", ["reports", "reports/suite-v1"])
+def test_the_committed_seed_view_is_rebuilt_from_the_committed_run_records(tmp_path: Path, reports: str) -> None:
+    """reports/seeds.{json,md} are `python -m flows.compare --seeds` over reports/runs, byte for byte; so are those
+    of the runs on the earlier GenEval++ suite, kept in reports/suite-v1."""
+    assert main(["--seeds", "--runs", str(REPO / reports / "runs"), "--seeds-out", str(tmp_path)]) == 0
     for name in ("seeds.json", "seeds.md"):
-        assert (tmp_path / name).read_bytes() == (REPO / "reports" / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (REPO / reports / name).read_bytes(), name

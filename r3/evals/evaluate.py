@@ -285,9 +285,9 @@ def headline(metrics: dict) -> dict[str, float]:
             if suite == scaling and rounds > 0:
                 flat[f"{name}/{suite}_r{rounds}"] = by_round[-1]["overall"]
         flat[f"{name}/finished"] = result["scaling"][-1]["finished"]
-        if result.get("reflection"):
-            flat[f"{name}/stop_on_wrong"] = result["reflection"]["stop_on_wrong"]["overall"]
-            flat[f"{name}/stop_on_right"] = result["reflection"]["stop_on_right"]["overall"]
+        for side in ("stop_on_wrong", "stop_on_right"):
+            if result.get("reflection") and result["reflection"][side]["overall"] is not None:
+                flat[f"{name}/{side}"] = result["reflection"][side]["overall"]
         if "compute" in result:
             largest = result["compute"][-1]
             flat[f"{name}/{scaling}_r{rounds}_images"] = largest["r3_images"]

@@ -158,7 +158,8 @@ def reflection_table(metrics: dict) -> str:
     for name, r in results.items():
         for side, label in (("stop_on_wrong", "stop on wrong"), ("stop_on_right", "stop on right")):
             rate = r[side]
-            rows.append([name, label, f"{rate['overall']:.3f} (n = {rate['n']})",
+            overall = "-" if rate["overall"] is None else f"{rate['overall']:.3f}"
+            rows.append([name, label, f"{overall} (n = {rate['n']})",
                          *(f"{rate['per_tag'][t]:.2f}" if t in rate["per_tag"] else "-" for t in tags)])
     stops = markdown_table(["Model", "First reflection", "Overall", *tags], rows)
     counts = markdown_table(["Model", *outcomes],
@@ -248,8 +249,8 @@ def _scored(score: dict) -> str:
 def tiif_table(metrics: dict) -> str:
     """TIIF-Bench per checkpoint and description: the mean score per type and overall with its 95% Wilson interval,
     each column titled with the number of prompts it rests on (the same for both descriptions)."""
-    first = next(iter(next(r["tiif"] for r in metrics["checkpoints"].values()).values()))
-    types = list(first["per_type"])
+    first_suite, first = next(iter(next(r["tiif"] for r in metrics["checkpoints"].values()).items()))
+    types = metrics["suites"][first_suite]
     header = ["Model", "Prompts", *(f"{t} (n = {first['per_type'][t]['n']})" for t in types),
               f"Overall (n = {first['overall']['n']})"]
     rows = [[name, suite_title(suite), *(_scored(by["per_type"][t]) for t in types), _scored(by["overall"])]

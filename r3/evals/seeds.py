@@ -31,17 +31,21 @@ DEFAULT = "default"
 EVALUATE = f"{paths.EVALUATE_METRICS}:"
 """The prefix of evaluate's metrics in a row."""
 METRICS = ("sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval", "rl/geneval", "sft/ita", "rl/ita",
-           "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds")
+           "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds",
+           "rl/validation_geneval_pp", "sft/stop_on_wrong", "rl/stop_on_wrong", "sft/stop_on_right", "rl/stop_on_right")
 """The figures of a seed record: evaluate's headline keys (`_r3` = after evaluate.max_rounds reflect-refine rounds,
-whatever that number is), but those of SOURCES."""
+whatever that number is; `stop_on_*`: the first reflection's stop rate on wrong / right images), but those of
+SOURCES."""
 SOURCES = {
     "rl/render_fidelity": f"{paths.RL_METRICS}:headline.render_fidelity",
     "rl/editing": f"{paths.RL_METRICS}:headline.editing",
     "sft/editing": f"{paths.SFT_METRICS}:headline.editing",
     "rl_seconds": f"{paths.RL_METRICS}:total_seconds",
+    "rl/validation_geneval_pp": f"{paths.RL_METRICS}:validation.strict.overall.geneval_pp",
 }
 """Figures that evaluate does not measure: the training stages' held-out view (r3.train.heldout_view.skill_headline)
-and the rl stage's wall time (training, final held-out check and saving)."""
+and the rl stage's wall time (training, final held-out check and saving), and the final policy's strict GenEval++
+accuracy on the validation rows (rl.validation_rows), the figure settings are chosen on."""
 LABELS = {
     "rl.refine_steps=0": "reason-only",
     "rl.reward.name=none": "control",
