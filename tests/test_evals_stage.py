@@ -102,9 +102,10 @@ def test_equal_compute_runs_on_the_trained_checkpoint_with_counted_images(runs):
     assert headline["sft/geneval_pp_best_of_3"] == rows[2]["best_of_n"]
     assert headline["sft/geneval_pp_oracle_3"] == rows[2]["oracle"] and "base/geneval_pp_best_of_3" not in headline
     assert headline["sft/geneval_pp_r2_images"] == rows[2]["r3_images"]
+    assert headline["sft/geneval_pp_sampled"] == rows[2]["sampled"] and 0.0 <= rows[2]["sampled"] <= rows[2]["oracle"]
     with (out / "plots" / "compute.csv").open() as f:
         compute = list(csv.DictReader(f))
-    assert list(compute[0]) == ["images", "sft_r3", "sft_r3_images", "sft_best_of_n", "sft_oracle"]
+    assert list(compute[0]) == ["images", "sft_r3", "sft_r3_images", "sft_best_of_n", "sft_oracle", "sft_sampled"]
     assert [float(r["sft_oracle"]) for r in compute] == [r["oracle"] for r in rows]
 
 

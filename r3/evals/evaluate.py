@@ -293,6 +293,7 @@ def headline(metrics: dict) -> dict[str, float]:
             flat[f"{name}/{scaling}_r{rounds}_images"] = largest["r3_images"]
             flat[f"{name}/{scaling}_best_of_{largest['images']}"] = largest["best_of_n"]
             flat[f"{name}/{scaling}_oracle_{largest['images']}"] = largest["oracle"]
+            flat[f"{name}/{scaling}_sampled"] = largest["sampled"]
         flat[f"{name}/ita"] = result["ita"]["overall"]
         flat[f"{name}/vqa"] = result["vqa"]["overall"]
     return flat

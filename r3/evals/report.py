@@ -168,7 +168,8 @@ def reflection_table(metrics: dict) -> str:
 
 
 COMPUTE_METHODS = {"r3": "R3, ≤ N-1 rounds", "r3_images": "R3: images generated (mean)",
-                   "best_of_n": "best-of-N, own judge", "oracle": "best-of-N, oracle (verifier picks)"}
+                   "best_of_n": "best-of-N, own judge", "oracle": "best-of-N, oracle (verifier picks)",
+                   "sampled": "one sample (mean of N)"}
 """The columns of an equal-compute row and their titles."""
 
 
@@ -182,7 +183,7 @@ def compute_table(metrics: dict) -> str:
     curves = compute_rows(metrics)
     budgets = [row["images"] for row in next(iter(curves.values()))]
     rows = [[name, title] + [f"{row[method]:.2f}" if method == "r3_images" else f"{row[method]:.3f}" for row in curve]
-            for name, curve in curves.items() for method, title in COMPUTE_METHODS.items()]
+            for name, curve in curves.items() for method, title in COMPUTE_METHODS.items() if method in curve[0]]
     return markdown_table(["Model", "Method", *(f"N = {n}" for n in budgets)], rows)
 
 

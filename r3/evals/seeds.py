@@ -32,10 +32,15 @@ EVALUATE = f"{paths.EVALUATE_METRICS}:"
 """The prefix of evaluate's metrics in a row."""
 METRICS = ("sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval", "rl/geneval", "sft/ita", "rl/ita",
            "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds",
-           "rl/validation_geneval_pp", "sft/stop_on_wrong", "rl/stop_on_wrong", "sft/stop_on_right", "rl/stop_on_right")
+           "rl/validation_geneval_pp", "sft/geneval_pp_sampled", "rl/geneval_pp_sampled", "sft/stop_on_wrong",
+           "rl/stop_on_wrong", "sft/stop_on_right", "rl/stop_on_right")
 """The figures of a seed record: evaluate's headline keys (`_r3` = after evaluate.max_rounds reflect-refine rounds,
-whatever that number is; `stop_on_*`: the first reflection's stop rate on wrong / right images), but those of
-SOURCES."""
+whatever that number is; `_sampled`: one reasoning sample at evaluate.best_of_temperature, the mean of
+max_rounds + 1; `stop_on_*`: the first reflection's stop rate on wrong / right images), but those of SOURCES."""
+OPTIONAL = ("rl/validation_geneval_pp", "sft/geneval_pp_sampled", "rl/geneval_pp_sampled", "sft/stop_on_wrong",
+            "rl/stop_on_wrong", "sft/stop_on_right", "rl/stop_on_right")
+"""Figures of METRICS that a run may lack (runs from before them, a model without wrong or right images): its
+record holds null for them."""
 SOURCES = {
     "rl/render_fidelity": f"{paths.RL_METRICS}:headline.render_fidelity",
     "rl/editing": f"{paths.RL_METRICS}:headline.editing",
@@ -389,9 +394,9 @@ def figure_source(metrics: Mapping[str, Any], key: str) -> str:
 
 
 def missing_metrics(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(file, dotted key) of every figure of METRICS and every scaling table of SCALING that a run's flattened
-    metrics lack: a record needs them all."""
-    wanted = [figure_source(metrics, key) for key in METRICS if figure(metrics, key) is None]
+    """(file, dotted key) of every figure of METRICS but OPTIONAL and every scaling table of SCALING that a run's
+    flattened metrics lack: a record needs them all."""
+    wanted = [figure_source(metrics, key) for key in METRICS if key not in OPTIONAL and figure(metrics, key) is None]
     wanted += [key for key in SCALING if not metrics.get(key)]
     return [(file, key) for file, _, key in (source.partition(":") for source in wanted)]
 
