@@ -54,6 +54,9 @@ accuracy on the validation rows (rl.validation_rows), the figure settings are ch
 LABELS = {
     "rl.refine_steps=0": "reason-only",
     "rl.reward.name=none": "control",
+    "rl.permute_rewards=true": "null",
+    "rl.max_draws=3+rl.min_informative_groups=8": "dynamic-8x3",
+    "rl.reflect_temperature=1+rl.temperature=0.7": "reason-temp-0.7",
     "rl.w_image=0+rl.w_text=0": "control-replay-only",
     "rl.replay_weight=0": "no-replay",
     "rl.kl=false": "no-kl",
