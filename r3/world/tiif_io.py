@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from r3.errors import InputError
+from r3.world.geneval_io import json_lines
 
 RECORD_KEYS = ("type", "short_description", "long_description", "yn_question_list", "yn_answer_list")
 """The keys of a TIIF record, all required, no others."""
@@ -104,21 +105,9 @@ def record_problem(record: Any) -> str | None:
 
 def read_tiif_file(path: str | Path) -> list[TiifRecord]:
     """Records of a TIIF jsonl file; blank lines are skipped, a malformed line raises TiifFileError."""
-    if not Path(path).is_file():
-        raise TiifFileError(f"{path}: TIIF file not found (fix the path)")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise TiifFileError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8 jsonl") from None
     records = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise TiifFileError(f"{path}:{lineno}: invalid JSON ({error.msg} at column {error.colno}); "
-                                "write one JSON object per line") from None
+    for lineno, record in json_lines(path, TiifFileError, "TIIF file not found (fix the path)",
+                                     "; write one JSON object per line"):
         if problem := record_problem(record):
             raise TiifFileError(f"{path}:{lineno}: {problem}")
         records.append(TiifRecord(type=record["type"], short_description=record["short_description"],
