@@ -23,6 +23,7 @@ from r3.errors import InputError
 from r3.data.synth import SPLITS, TABLES, SynthConfig, build_table, heldout_pool
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
+from r3.world.tiif_io import read_tiif_file
 from r3.world.vocabulary import vocabulary
 
 BASE = BaseConfig(num_threads=1)
@@ -40,6 +41,28 @@ PP_KEY = {"tag": "spatial_count_attr", "include": [{"class": "circle", "count": 
 PP_REGION = {"tag": "spatial_count_attr", "include": [{"class": "circle", "count": 1, "region": "center"}],
              "prompt": "A photo of one circles on the center"}
 STAGES = {"synth": synth.main, "sft": sft.main, "rl": rl.main, "evaluate": evaluate.main}
+TIIF = {"type": "color", "short_description": "A red circle.", "long_description": "One small red circle.",
+        "yn_question_list": ["Is there a circle in the image?", "Is the circle red?", "Is the circle blue?"],
+        "yn_answer_list": ["yes", "yes", "no"]}  # fmt: skip
+# TIIF-Bench's own kind of record (COCO classes, as the R3 reference repo's test_TIIF.jsonl): only a judge scores it
+COCO_TIIF = [
+    {"type": "2d_spatial_relation", "short_description": "A lamp to the right of a sofa.",
+     "long_description": "In a quiet living room a tall lamp stands to the right of an old sofa.",
+     "yn_question_list": ["Is there a lamp in the image?", "Is there a sofa in the image?",
+                          "Is the lamp on the right of the sofa?"], "yn_answer_list": ["yes", "yes", "yes"]},
+    {"type": "color", "short_description": "A red bus beside a yellow fire hydrant.",
+     "long_description": "A bright red double-decker bus waits at the kerb beside a yellow fire hydrant.",
+     "yn_question_list": ["Is there a bus in the image?", "Is the bus red?", "Is the fire hydrant yellow?"],
+     "yn_answer_list": ["yes", "yes", "yes"]},
+    {"type": "counting", "short_description": "Three dogs and no frisbee.",
+     "long_description": "Three dogs sit on a lawn; nobody has brought them a frisbee.",
+     "yn_question_list": ["Are there three dogs in the image?", "Is there a frisbee in the image?"],
+     "yn_answer_list": ["yes", "no"]},
+]  # fmt: skip
+
+
+def jsonl(*records: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +172,17 @@ CASES = [
      r"region\); remove or rename it"),
     ("evaluate", ["-S", "evaluate.prompts=p.jsonl"], lambda r: (r / "p.jsonl").write_text(json.dumps(PP_REGION) + "\n"),
      r"p\.jsonl:1: include\[0\] 'region' 'center' is not one of left, right, above, below"),
+    # TIIF-Bench files: every line is read first, a malformed one named with its fix
+    ("evaluate", ["-S", "evaluate.prompts=t.jsonl"],
+     lambda r: (r / "t.jsonl").write_text(jsonl(TIIF, {**TIIF, "yn_answer_list": ["yes"]}, TIIF)),
+     r"t\.jsonl:2: 'yn_question_list' has 3 questions but 'yn_answer_list' 1 answers; give one answer per question"),
+    ("evaluate", ["-S", "evaluate.prompts=t.jsonl"], lambda r: (r / "t.jsonl").write_text(jsonl(TIIF, TIIF) + "{"),
+     r"t\.jsonl:3: invalid JSON .*; write one JSON object per line"),
+    ("evaluate", ["-S", "evaluate.prompts=t.jsonl"], lambda r: (r / "t.jsonl").write_text(jsonl({**TIIF, "id": 1})),
+     r"t\.jsonl:1: unknown key 'id' \(a TIIF record has exactly type, .*\); remove or rename it"),
+    ("evaluate", ["-S", "evaluate.prompts=t.jsonl", "-S", "evaluate.judge={name: judge, params: {url: http://x/v1, "
+                  "model: m, mode: strict}}"], lambda r: (r / "t.jsonl").write_text(jsonl(*COCO_TIIF)),
+     r"t\.jsonl:1: .* needs the judge reward in partial mode .* evaluate\.judge is 'judge' in mode 'strict'"),
 ]
 
 
@@ -160,6 +194,22 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(project, capsys, sta
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert re.search(message, err), err
+    assert snapshot(project) == before
+
+
+def test_a_coco_tiif_file_reads_but_stops_evaluate_naming_the_judge_setting(project, capsys):
+    path = project / "tiif_coco.jsonl"
+    path.write_text(jsonl(*COCO_TIIF))
+    records = read_tiif_file(path)  # every line parses
+    assert [(r.type, r.line, len(r.questions)) for r in records] == [("2d_spatial_relation", 1, 3), ("color", 2, 3),
+                                                                     ("counting", 3, 2)]
+    before = snapshot(project)
+    assert evaluate.main(["-S", f"evaluate.prompts={path.name}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: {path.name}:1: question 'Is there a lamp in the image?' is outside the ShapeWorld "
+                          "question grammar (8 of 8 questions of the file are)"), err
+    assert "evaluate.judge is not set; set evaluate.judge to {name: judge, params: {url: ..., model: ...}}" in err
     assert snapshot(project) == before
 
 

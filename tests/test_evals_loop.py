@@ -10,7 +10,7 @@ import torch
 from r3.data.table import Table
 from r3.evals.benchmarks import accuracy_by_tag, generation_by_round, make_score_fn, understanding
 from r3.evals.best_of_n import (Samples, best_of_n_correct, equal_compute, judge_picks, oracle_correct,
-                                sample_best_of_n, sample_noise)
+                                sample_best_of_n, sample_noise, sampled_accuracy)
 from r3.evals.heldout import noise_for, to_uint8
 from r3.evals.r3_loop import reflection_outcomes, run_r3, scaling_metrics
 from r3.models.interface import SamplingConfig
@@ -348,3 +348,19 @@ def test_reflection_outcomes_count_what_each_round_did_with_wrong_and_right_imag
     stopped = reflection_outcomes(_run(stopper, examples[:4], 2), ["multi_object_count_attr"] * 4)
     assert stopped["outcomes"] == {"missed": 2, "fixed": 0, "edit_failed": 0, "kept": 2, "kept_edited": 0, "broke": 0}
     assert stopped["stop_on_wrong"]["overall"] == 1.0 and reflection_outcomes(_run(stopper, examples[:4], 0), []) == {}
+
+
+def test_a_stop_rate_without_images_of_its_kind_is_none():
+    examples = _examples("geneval_pp", "multi_object_count_attr", 2)
+    model = SceneModel(examples, missing={e[0]["prompt"]: 1 for e in examples})  # every image wrong
+    outcomes = reflection_outcomes(_run(model, examples, 1), ["multi_object_count_attr"] * 2)
+    assert outcomes["stop_on_right"] == {"overall": None, "n": 0, "per_tag": {}}
+
+
+def test_sampled_accuracy_is_the_mean_single_sample_accuracy_over_tags():
+    scores = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.5, 0.0]])  # (P, N)
+    samples = Samples(np.zeros_like(scores), scores)
+    tags = ["a", "a", "b", "b"]
+    # sample 0: a 0.5, b 0.5; sample 1: a 0.0, b 0.5; sample 2: a 1.0, b 0.5 (0.5 is not aligned)
+    assert sampled_accuracy(samples, 1, tags) == 0.5
+    assert sampled_accuracy(samples, 3, tags) == pytest.approx((0.5 + 0.25 + 0.75) / 3)

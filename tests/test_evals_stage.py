@@ -1,7 +1,10 @@
 """The evaluate stage end to end on tiny untrained models and tiny synth tables: files, determinism, errors."""
 
 import csv
+import http.server
 import json
+import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,11 +17,14 @@ from r3 import paths
 from r3.config import BaseConfig
 from r3.data.synth import SynthConfig, build_table, heldout_pool
 from r3.evals.evaluate import EvaluateConfig, file_suite, first_per_tag, run_evaluate
+from r3.evals.report import wilson_interval
 from r3.models.interface import SamplingConfig
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
+from r3.rewards.base import RewardConfig
 from r3.world.geneval_io import write_prompt_file
 from r3.world.vocabulary import vocabulary
+from test_bad_inputs import COCO_TIIF, jsonl
 
 BASE = BaseConfig(num_threads=1)
 MODEL = TinyConfig(patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=1, head_heads=2)
@@ -96,9 +102,10 @@ def test_equal_compute_runs_on_the_trained_checkpoint_with_counted_images(runs):
     assert headline["sft/geneval_pp_best_of_3"] == rows[2]["best_of_n"]
     assert headline["sft/geneval_pp_oracle_3"] == rows[2]["oracle"] and "base/geneval_pp_best_of_3" not in headline
     assert headline["sft/geneval_pp_r2_images"] == rows[2]["r3_images"]
+    assert headline["sft/geneval_pp_sampled"] == rows[2]["sampled"] and 0.0 <= rows[2]["sampled"] <= rows[2]["oracle"]
     with (out / "plots" / "compute.csv").open() as f:
         compute = list(csv.DictReader(f))
-    assert list(compute[0]) == ["images", "sft_r3", "sft_r3_images", "sft_best_of_n", "sft_oracle"]
+    assert list(compute[0]) == ["images", "sft_r3", "sft_r3_images", "sft_best_of_n", "sft_oracle", "sft_sampled"]
     assert [float(r["sft_oracle"]) for r in compute] == [r["oracle"] for r in rows]
 
 
@@ -128,6 +135,80 @@ def test_prompt_file_outside_shapeworld_needs_the_judge_before_any_work(tmp_path
     with pytest.raises(ValueError, match=r"1 of 2 prompts .* evaluate\.judge is not set .*'dog'"):
         run_evaluate(BASE, cfg, {"base": None}, tmp_path / "no-synth", tmp_path / "out", MODEL)
     assert not (tmp_path / "out").exists()
+
+
+TIIF_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tiif_shapeworld.jsonl"
+
+
+def test_a_tiif_file_evaluates_its_short_and_long_descriptions_per_type_with_intervals(inputs, tmp_path):
+    synth_dir, checkpoints = inputs
+    cfg = CFG.model_copy(update={"prompts": TIIF_EXAMPLE, "per_tag": None, "max_rounds": 1})
+    result = run_evaluate(BASE, cfg, {"sft": checkpoints["sft"]}, synth_dir, tmp_path, MODEL)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    records = [json.loads(line) for line in TIIF_EXAMPLE.read_text().splitlines()]
+    counts = {t: sum(r["type"] == t for r in records) for t in dict.fromkeys(r["type"] for r in records)}
+    assert metrics["suites"] == {"tiif_short": list(counts), "tiif_long": list(counts)}
+    assert metrics["prompts"] == {"tiif_short": len(records), "tiif_long": len(records)}
+    assert metrics["scaling_suite"] == "tiif_short"
+    sft = metrics["checkpoints"]["sft"]
+    assert len(sft["generation"]["tiif_short"]) == 2 and len(sft["generation"]["tiif_long"]) == 1  # rounds 0..1 / 0
+    assert set(sft["tiif"]) == {"tiif_short", "tiif_long"}
+    for suite, by_type in sft["tiif"].items():
+        assert {t: s["n"] for t, s in by_type["per_type"].items()} == counts
+        scores = {t: s["score"] for t, s in by_type["per_type"].items()}
+        assert scores == sft["generation"][suite][0]["per_tag"]  # round 0, a mean share per type
+        assert by_type["overall"]["score"] == pytest.approx(sum(scores.values()) / len(scores))
+        assert by_type["overall"]["n"] == len(records)
+        for s in (*by_type["per_type"].values(), by_type["overall"]):
+            assert (s["low"], s["high"]) == pytest.approx(wilson_interval(s["score"], s["n"]))
+    headline = metrics["headline"]
+    assert {"sft/tiif_short", "sft/tiif_short_r1", "sft/tiif_long"} <= set(headline)
+    assert headline["sft/tiif_long"] == sft["tiif"]["tiif_long"]["overall"]["score"]
+    report = result.report.read_text()
+    tiif_section = report.split("## TIIF-Bench", 1)[1].split("\n## ", 1)[0]
+    assert f"Overall (n = {len(records)})" in tiif_section and "| sft | TIIF short |" in tiif_section
+    assert "| sft | TIIF long |" in tiif_section and "color (n = 2)" in tiif_section
+    assert "Table 1.1: TIIF short generation (mean TIIF score per type" in report and "TIIF scores: the share" in report
+
+
+class YesJudge(http.server.BaseHTTPRequestHandler):
+    """A judge endpoint that answers "yes" to every yes/no question it is asked."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = next(part["text"] for part in body["messages"][0]["content"] if part["type"] == "text")
+        asked = len(re.findall(r"^\d+\. ", text.split("Questions:", 1)[1], flags=re.MULTILINE))
+        answer = json.dumps({"answers": ["yes"] * asked})
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def yes_judge():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), YesJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield RewardConfig(name="judge", params={"url": f"http://127.0.0.1:{server.server_address[1]}/v1", "model": "m",
+                                             "api_key_env": None})
+    server.shutdown()
+
+
+def test_a_tiif_file_outside_shapeworld_is_scored_by_the_judge_answering_its_questions(inputs, tmp_path, yes_judge):
+    synth_dir, checkpoints = inputs
+    path = tmp_path / "tiif_coco.jsonl"
+    path.write_text(jsonl(*COCO_TIIF))
+    cfg = CFG.model_copy(update={"prompts": path, "max_rounds": 0, "equal_compute": False, "judge": yes_judge})
+    result = run_evaluate(BASE, cfg, {"sft": checkpoints["sft"]}, synth_dir, tmp_path / "out", MODEL)
+    expected = {r["type"]: r["yn_answer_list"].count("yes") / len(r["yn_answer_list"]) for r in COCO_TIIF}
+    tiif = result.metrics["checkpoints"]["sft"]["tiif"]
+    scores = {suite: {t: s["score"] for t, s in by["per_type"].items()} for suite, by in tiif.items()}
+    assert scores == {"tiif_short": expected, "tiif_long": expected}  # the judge said yes to every question
+    assert "answered as expected on its image, by evaluate.judge" in result.report.read_text()
 
 
 def test_prompt_file_suite_and_per_tag_limit():

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from r3.rewards import JudgeReward, JudgeUnavailableError
-from r3.rewards.judge import checklist, parse_judge_answer
+from r3.rewards.judge import checklist, parse_judge_answer, parse_yes_no_answer
 
 KEY_ENV = "R3_TEST_JUDGE_KEY"
 KEY = "sk-test-0123456789"
@@ -204,3 +204,33 @@ def test_parse_judge_answer_variants():
         parse_judge_answer(facts_answer([True, True]), 3)
     with pytest.raises(ValueError, match="boolean"):
         parse_judge_answer('{"facts": [{"fact": "a", "holds": "yes"}]}', 1)
+
+
+# a TIIF item as the evaluate stage passes it (r3.evals.tiif.prompt_records): the judge asks its own questions
+TIIF_RECORD = {"prompt": "A lamp stands to the right of a sofa.", "tag": "2d_spatial_relation",
+               "questions": ["Is there a lamp in the image?", "Is there a sofa in the image?",
+                             "Is the lamp on the left of the sofa?"],
+               "answers": ["yes", "yes", "no"]}  # fmt: skip
+
+
+def test_a_record_with_yes_no_questions_is_asked_them_and_scores_the_share_answered_as_expected(server):
+    server.replies.append((*chat_reply('{"answers": ["yes", "no", "no"]}'), 0.0))
+    server.replies.append((*chat_reply('{"answers": ["Yes", "yes", "no."]}'), 0.0))
+    scores = judge_for(server, max_workers=1)(np.concatenate([IMAGES, IMAGES]), [TIIF_RECORD, TIIF_RECORD])
+    np.testing.assert_allclose(scores, [2 / 3, 1.0])
+    text = next(p for p in server.requests[0][2]["messages"][0]["content"] if p["type"] == "text")["text"]
+    assert TIIF_RECORD["prompt"] in text and all(f"{i + 1}. {q}" in text
+                                                 for i, q in enumerate(TIIF_RECORD["questions"]))
+    assert '"answers"' in text and "facts" not in text.lower()  # its own questions, not the GenEval checklist
+    server.replies.append((*chat_reply('{"answers": ["yes", "no", "no"]}'), 0.0))
+    np.testing.assert_array_equal(judge_for(server, mode="strict")(IMAGES, [TIIF_RECORD]), [0.0])
+
+
+def test_parse_yes_no_answer_variants():
+    expected = ["yes", "no"]
+    assert parse_yes_no_answer('Sure: ```{"answers": ["YES", "No"]}```', expected) == (1, 1.0)
+    assert parse_yes_no_answer('{"answers": ["no", "no"]}', expected) == (0, 0.5)
+    with pytest.raises(ValueError, match="2 entries"):
+        parse_yes_no_answer('{"answers": ["yes"]}', expected)
+    with pytest.raises(ValueError, match="'yes' or 'no'"):
+        parse_yes_no_answer('{"answers": ["yes", "maybe"]}', expected)

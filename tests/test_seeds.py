@@ -11,8 +11,8 @@ from flows.compare import main, mlflow_trends, training_reward_key
 from r3.config import BaseConfig
 from r3.evals.compare import rows_from_dvc
 from r3.evals.evaluate import headline
-from r3.evals.seeds import (LABELS, METRICS, RewardTrend, config_label, experiments_first, param_text, parse_label,
-                            reward_trend, run_identity, seed_runs, seeds_markdown, trend_lines)
+from r3.evals.seeds import (LABELS, METRICS, OPTIONAL, RewardTrend, config_label, experiments_first, param_text,
+                            parse_label, reward_trend, run_identity, seed_runs, seeds_markdown, trend_lines)
 from r3.rewards import RewardConfig
 from r3.rl.config import RlConfig
 from r3.train.heldout_view import skill_headline
@@ -128,14 +128,14 @@ def test_runs_group_by_config_sft_seed_and_rl_seed_with_records_of_the_exact_sha
         ("reason-only", 0, 0), ("reason-only", 0, 1)]
     assert list(METRICS) == ["sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval", "rl/geneval",
                              "sft/ita", "rl/ita", "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing",
-                             "sft/editing", "rl_seconds"]
+                             "sft/editing", "rl_seconds", *OPTIONAL]
     assert all(list(r) == ["config", "seed", "sft_seed", *METRICS] for r in records)
     # evaluate's headline; render fidelity and editing from the training stages' held-out view; rl's total_seconds
     assert records[1] == {"config": "default", "seed": 1, "sft_seed": 0, "sft/geneval_pp": 0.02, "rl/geneval_pp": 0.20,
                           "rl/geneval_pp_r3": pytest.approx(0.25), "sft/geneval": 0.5, "rl/geneval": 0.55,
                           "sft/ita": 0.6, "rl/ita": 0.61, "sft/vqa": 0.7, "rl/vqa": 0.69,
                           "rl/render_fidelity": pytest.approx(0.97), "rl/editing": 0.55, "sft/editing": 0.6,
-                          "rl_seconds": 310.0}
+                          "rl_seconds": 310.0, **dict.fromkeys(OPTIONAL)}  # these metrics files predate them
     # the base.seed=1 pipeline (rl.seed null: RL seed 1) stands beside RL seed 1 of SFT seed 0, not on it
     assert (records[3]["sft/geneval_pp"], records[3]["rl/geneval_pp"], records[3]["rl_seconds"]) == (0.03, 0.40, 310.0)
     assert records[0]["rl/geneval_pp"] == 0.10  # the experiment, not the baseline commit of the same run
@@ -146,7 +146,7 @@ def test_a_run_without_the_training_stages_metrics_has_none_for_their_figures():
     state_ = state("old", "b" * 40, 0, None, {EVALUATE_FILE: evaluate_metrics(0.02, 0.1)})
     (run,), _ = seed_runs(rows_from_dvc([state_]), DEFAULTS)
     assert [key for key, value in run.record.items() if value is None] == [
-        "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds"]
+        "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds", *OPTIONAL]
 
 
 def test_markdown_gives_mean_and_sd_over_rl_seeds_per_config_and_sft_seed():
@@ -163,9 +163,9 @@ def test_markdown_gives_mean_and_sd_over_rl_seeds_per_config_and_sft_seed():
     assert "| RL (control) | 0 | 0 | 0.020 | 0.070 | 0.550 | 0.610 | 0.690 | 0.550 | 0.970 |" in lines
     assert ("| default | 0 | 0, 1, 2 | 0.020 ± 0.000 | 0.200 ± 0.100 | 0.250 ± 0.100 | 0.500 ± 0.000 | 0.550 ± 0.000 | "
             "0.600 ± 0.000 | 0.610 ± 0.000 | 0.700 ± 0.000 | 0.690 ± 0.000 | 0.970 ± 0.000 | 0.550 ± 0.000 | "
-            "0.600 ± 0.000 | 310 ± 10 |") in lines
+            "0.600 ± 0.000 | 310 ± 10 |" + " - |" * len(OPTIONAL)) in lines
     assert ("| default | 1 | 1 | default-sft1-None | 0.030 | 0.400 | 0.450 | 0.500 | 0.550 | 0.600 | 0.610 | 0.700 | "
-            "0.690 | 0.970 | 0.550 | 0.600 | 310 |") in lines
+            "0.690 | 0.970 | 0.550 | 0.600 | 310 |" + " - |" * len(OPTIONAL)) in lines
     # gains: RL - SFT 0.08, 0.18, 0.28 -> 0.18 ± 0.1; R3 rounds after RL + 0.05 each
     assert ("| default | 0 | 0.180 ± 0.100 | 0: +0.080, 1: +0.180, 2: +0.280 | 0.050 ± 0.000 | "
             "0: +0.050, 1: +0.050, 2: +0.050 |") in lines
@@ -331,7 +331,8 @@ def test_a_workspace_run_is_recorded_once(tmp_path: Path, monkeypatch: pytest.Mo
         "ws-1", head, None, ["code.py"])  # params.yaml, dvc.lock and data/ are not code
     assert record["seeds"] == {"base.seed": 0, "rl.seed": 1} and record["overrides"] == {"rl.refine_steps": "0"}
     assert record["metrics"]["rl/geneval_pp"] == 0.4 and record["metrics"]["rl_seconds"] == 500.0
-    assert list(record["metrics"]) == list(METRICS) and None not in record["metrics"].values()
+    assert list(record["metrics"]) == list(METRICS)
+    assert [key for key, value in record["metrics"].items() if value is None] == list(OPTIONAL)
     assert [row["round"] for row in record["scaling"]["rl"]] == [0, 1, 2, 3]
     # reason steps 0, 2, 4, 6, 8 of the history: first two 0.0, 0.2; last two 0.6, 0.8
     assert record["reward_trend"] == {"key": "reward/verifier_partial", "window": 2, "initial": pytest.approx(0.1),
@@ -435,8 +436,10 @@ def test_the_seed_view_of_records_is_the_same_bytes_every_time(tmp_path: Path,
     assert main(["--seeds", "--seeds-out", "c"]) == 2  # a file whose name is not its record's
 
 
-def test_the_committed_seed_view_is_rebuilt_from_the_committed_run_records(tmp_path: Path) -> None:
-    """reports/seeds.{json,md} are `python -m flows.compare --seeds` over reports/runs, byte for byte."""
-    assert main(["--seeds", "--runs", str(REPO / "reports/runs"), "--seeds-out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("reports", ["reports", "reports/suite-v1"])
+def test_the_committed_seed_view_is_rebuilt_from_the_committed_run_records(tmp_path: Path, reports: str) -> None:
+    """reports/seeds.{json,md} are `python -m flows.compare --seeds` over reports/runs, byte for byte; so are those
+    of the runs on the earlier GenEval++ suite, kept in reports/suite-v1."""
+    assert main(["--seeds", "--runs", str(REPO / reports / "runs"), "--seeds-out", str(tmp_path)]) == 0
     for name in ("seeds.json", "seeds.md"):
-        assert (tmp_path / name).read_bytes() == (REPO / "reports" / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (REPO / reports / name).read_bytes(), name

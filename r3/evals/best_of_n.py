@@ -105,9 +105,16 @@ def oracle_correct(samples: Samples, n: int) -> np.ndarray:
     return (samples.scores[:, :n] >= 1.0).any(axis=1)
 
 
+def sampled_accuracy(samples: Samples, n: int, tags: Sequence[str]) -> float:
+    """Mean over the first n samples of each one's accuracy (mean of tag accuracies): the policy as it is sampled
+    at the samples' temperature, against the greedy reasoning the headline reads."""
+    return float(np.mean([accuracy_by_tag(samples.scores[:, j] >= 1.0, tags)["overall"] for j in range(n)]))
+
+
 def equal_compute(trace: R3Trace, samples: Samples, tags: Sequence[str]) -> list[dict[str, float]]:
     """Per budget of n = 1 .. rounds + 1 images per prompt: accuracy (mean of tag accuracies) of R3 with up to
-    n - 1 rounds and the mean images it generated, of best-of-n (the judge picks) and of the oracle best-of-n."""
+    n - 1 rounds and the mean images it generated, of best-of-n (the judge picks), of the oracle best-of-n, and of
+    one sample (sampled_accuracy over the n)."""
     if samples.scores.shape != (len(trace.records), len(trace.rounds)):
         raise ValueError(f"equal_compute: samples {samples.scores.shape} for {len(trace.records)} prompts and "
                          f"{len(trace.rounds)} images at most")
@@ -117,4 +124,5 @@ def equal_compute(trace: R3Trace, samples: Samples, tags: Sequence[str]) -> list
         "r3_images": float(trace.images_generated(n - 1).mean()),
         "best_of_n": accuracy_by_tag(best_of_n_correct(samples, n), tags)["overall"],
         "oracle": accuracy_by_tag(oracle_correct(samples, n), tags)["overall"],
+        "sampled": sampled_accuracy(samples, n, tags),
     } for n in range(1, len(trace.rounds) + 1)]

@@ -5,6 +5,7 @@ only on the others), generation accuracy per suite and tag after each round, sca
 against best-of-N at equal compute on the scaling suite (trained checkpoints; r3.evals.best_of_n),
 and ITA / VQA on the synth held-out tables. Writes metrics.json, report.md, plots/*.csv (DVC plots)
 and figures/*.png. Everything is deterministic (see r3.evals.r3_loop): two runs give equal numbers.
+A TIIF-Bench file as evaluate.prompts runs as two suites, tiif_short and tiif_long (r3.evals.tiif).
 
 The work splits into shards, one per (checkpoint, suite) and one per checkpoint for ITA / VQA; each
 shard runs exactly the batches the whole evaluation would, so a `ShardMap` may run them anywhere in
@@ -28,7 +29,7 @@ from r3.config import BaseConfig, Config
 from r3.data.io import read_table
 from r3.data.table import Table
 from r3.errors import InputError
-from r3.evals import report
+from r3.evals import report, tiif
 from r3.evals.benchmarks import generation_by_round, make_score_fn, understanding, unsupported
 from r3.evals.best_of_n import equal_compute, sample_best_of_n
 from r3.evals.r3_loop import reflection_outcomes, run_r3, scaling_metrics
@@ -38,6 +39,7 @@ from r3.models.registry import ModelConfig, build_model, load_checkpoint
 from r3.rewards.base import RewardConfig, build_reward
 from r3.world.geneval_io import read_prompt_file
 from r3.world.prompts import GENEVAL_PP_TAGS, GENEVAL_TAGS, SUITES
+from r3.world.tiif_io import DESCRIPTIONS, is_tiif_file, read_tiif_file, tiif_items
 
 REFERENCE = "sft"
 """Checkpoint the report's arrows compare against."""
@@ -47,8 +49,9 @@ class EvaluateConfig(Config):
     """The `evaluate` section of params.yaml."""
 
     prompts: Path | None = None
-    """A GenEval / GenEval++ jsonl file to evaluate generation on (one suite, every record through the loop);
-    None = the synth held-out prompts of both suites."""
+    """A GenEval / GenEval++ jsonl file to evaluate generation on (one suite, every record through the loop), or a
+    TIIF-Bench jsonl file (recognised by its keys; two suites, tiif_short through the loop and tiif_long, tags =
+    types); None = the synth held-out prompts of both suites."""
     per_tag: int | None = Field(40, ge=1)
     """Prompts per tag (the first ones, in file order); None = all of them."""
     max_rounds: int = Field(3, ge=0)
@@ -63,8 +66,9 @@ class EvaluateConfig(Config):
     """Seed of the evaluation noise (per prompt and round) and of the reasoning sampler; apart from base.seed
     so that runs trained with different seeds are evaluated on the same noise."""
     judge: RewardConfig | None = None
-    """Reward scoring records outside ShapeWorld (classes the verifier does not know), normally
-    {name: judge, params: {url: ..., model: ...}}; a row counts as correct when its score is 1."""
+    """Reward scoring records outside ShapeWorld (classes the verifier does not know, TIIF questions outside the
+    ShapeWorld grammar), normally {name: judge, params: {url: ..., model: ...}}; a GenEval row counts as correct when
+    its score is 1, a TIIF row scores the share of its questions answered as expected."""
     equal_compute: bool = True
     """Compare R3 with best-of-N at equal compute on the scaling suite, N = 1 .. max_rounds + 1 images per prompt
     (r3.evals.best_of_n), for every trained checkpoint (the untrained model's judge is at chance). Costs
@@ -99,6 +103,9 @@ class PromptSet:
     tags: list[str]
     rounds: int
     """Reflect-refine rounds these prompts run."""
+    scorer: tiif.Scorer | None = None
+    """How TIIF items are scored (records of r3.evals.tiif.prompt_records); None = GenEval records (the verifier,
+    the judge outside ShapeWorld)."""
 
 
 @dataclass(frozen=True)
@@ -131,9 +138,10 @@ class Shard:
 @dataclass(frozen=True)
 class ShardResult:
     metrics: dict
-    """A suite: {"generation": accuracy after each round, "scaling": scaling_metrics rows, "reflection":
-    r3_loop.reflection_outcomes, and on the looped suite of a trained checkpoint "compute": best_of_n.equal_compute
-    rows}; UNDERSTANDING: {"ita": ..., "vqa": ...}."""
+    """A suite: {"generation": accuracy (TIIF: mean score) after each round, "scaling": scaling_metrics rows,
+    "reflection": r3_loop.reflection_outcomes, on the looped suite of a trained checkpoint "compute":
+    best_of_n.equal_compute rows, and on a TIIF suite "tiif": tiif.type_scores of round 0}; UNDERSTANDING:
+    {"ita": ..., "vqa": ...}."""
     seconds: float
     figure: str | None
     """The R3-loop sample grid, drawn by the shard of each checkpoint's looped suite."""
@@ -166,9 +174,25 @@ def first_per_tag(records: list[dict[str, Any]], per_tag: int | None) -> list[di
     return kept
 
 
+def tiif_sets(path: Path, cfg: EvaluateConfig) -> list[PromptSet]:
+    """A TIIF file as the suites tiif_short (through the reflect-refine rounds) and tiif_long (round 0), tagged by
+    type; every line is read and the file's scorer decided first."""
+    records = read_tiif_file(path)
+    scorer = tiif.tiif_scorer(path, records, cfg.judge)
+    items = tiif_items(records)
+    sets = []
+    for description in DESCRIPTIONS:
+        chosen = first_per_tag(tiif.prompt_records([i for i in items if i.description == description]), cfg.per_tag)
+        rounds = cfg.max_rounds if description == DESCRIPTIONS[0] else 0
+        sets.append(PromptSet(tiif.suite(description), chosen, [r["tag"] for r in chosen], rounds, scorer))
+    return sets
+
+
 def prompt_sets(cfg: EvaluateConfig, synth_dir: Path) -> list[PromptSet]:
-    """The prompt file as one suite, or the synth held-out prompts per suite; fails before any work if some
-    record is outside ShapeWorld and no judge reward is configured."""
+    """The prompt file as one suite (a TIIF file as two), or the synth held-out prompts per suite; fails before any
+    work if some record is outside ShapeWorld and no judge reward is configured."""
+    if cfg.prompts is not None and is_tiif_file(cfg.prompts):
+        return tiif_sets(cfg.prompts, cfg)
     if cfg.prompts is not None:
         records = first_per_tag(read_prompt_file(cfg.prompts), cfg.per_tag)
         if not records:
@@ -227,12 +251,16 @@ def evaluate_shard(base: BaseConfig, cfg: EvaluateConfig, model_config: ModelCon
     if prompt_set is None:
         raise ValueError(f"evaluate shard {shard.checkpoint}/{shard.part}: no such suite "
                          f"(have {[s.suite for s in sets]})")
-    score_fn = make_score_fn(build_reward(cfg.judge) if cfg.judge is not None else None)
+    judge = build_reward(cfg.judge) if cfg.judge is not None else None
+    score_fn = make_score_fn(judge) if prompt_set.scorer is None else tiif.score_fn(prompt_set.scorer, judge)
     prompts = [r["prompt"] for r in prompt_set.records]
     trace = run_r3(model, prompt_set.records, prompts, cfg.sampling, prompt_set.rounds, cfg.seed, score_fn,
                    model_config.canvas, cfg.batch_size)
-    metrics = {"generation": generation_by_round(trace, prompt_set.tags), "scaling": scaling_metrics(trace),
+    by_round = generation_by_round if prompt_set.scorer is None else tiif.scores_by_round
+    metrics = {"generation": by_round(trace, prompt_set.tags), "scaling": scaling_metrics(trace),
                "reflection": reflection_outcomes(trace, prompt_set.tags)}
+    if prompt_set.scorer is not None:
+        metrics["tiif"] = tiif.type_scores(trace.rounds[0].scores, prompt_set.tags)
     looped = prompt_set.suite == looped_set(sets).suite
     if looped and cfg.equal_compute and shard.path is not None:
         sampling = cfg.sampling.model_copy(update={"temperature": cfg.best_of_temperature})
@@ -257,14 +285,15 @@ def headline(metrics: dict) -> dict[str, float]:
             if suite == scaling and rounds > 0:
                 flat[f"{name}/{suite}_r{rounds}"] = by_round[-1]["overall"]
         flat[f"{name}/finished"] = result["scaling"][-1]["finished"]
-        if result.get("reflection"):
-            flat[f"{name}/stop_on_wrong"] = result["reflection"]["stop_on_wrong"]["overall"]
-            flat[f"{name}/stop_on_right"] = result["reflection"]["stop_on_right"]["overall"]
+        for side in ("stop_on_wrong", "stop_on_right"):
+            if result.get("reflection") and result["reflection"][side]["overall"] is not None:
+                flat[f"{name}/{side}"] = result["reflection"][side]["overall"]
         if "compute" in result:
             largest = result["compute"][-1]
             flat[f"{name}/{scaling}_r{rounds}_images"] = largest["r3_images"]
             flat[f"{name}/{scaling}_best_of_{largest['images']}"] = largest["best_of_n"]
             flat[f"{name}/{scaling}_oracle_{largest['images']}"] = largest["oracle"]
+            flat[f"{name}/{scaling}_sampled"] = largest["sampled"]
         flat[f"{name}/ita"] = result["ita"]["overall"]
         flat[f"{name}/vqa"] = result["vqa"]["overall"]
     return flat
@@ -300,6 +329,8 @@ def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, P
                                 **by_shard[name, UNDERSTANDING].metrics}
         if "compute" in suites[looped.suite]:
             per_checkpoint[name]["compute"] = suites[looped.suite]["compute"]
+        if tiif_suites := {suite: m["tiif"] for suite, m in suites.items() if "tiif" in m}:
+            per_checkpoint[name]["tiif"] = tiif_suites
         seconds[name] = sum(r.seconds for (n, _), r in by_shard.items() if n == name)
         loop_figures.append(Path(by_shard[name, looped.suite].figure))
     metrics: dict[str, Any] = {
@@ -323,11 +354,18 @@ def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, P
             shutil.copyfile(figure, figure_dir / figure.name)
         figures.append(figure_dir / figure.name)
     source = str(cfg.prompts) if cfg.prompts is not None else f"synth held-out prompts ({synth_dir / 'heldout'})"
+    scores_note = "Generation scores: exact ShapeWorld verifier (strict)" + (
+        ", judge outside ShapeWorld." if cfg.judge else ".")
+    if sets[0].scorer is not None:
+        by = "exactly, on the objects the verifier reads off it" if sets[0].scorer == "exact" else "by evaluate.judge"
+        scores_note = (f"TIIF scores: the share of a prompt's yes/no questions answered as expected on its image, "
+                       f"{by}; a type's figure is the mean over its prompts, overall the mean of the types; the "
+                       "scaling, reflection and best-of-N tables count a prompt right when all its questions are.")
     notes = [
         f"Prompts: {source}; " + ", ".join(f"{len(s.records)} {report.suite_title(s.suite)}" for s in sets) + ".",
         f"Sampling: ODE, {cfg.sampling.steps} steps, cfg {cfg.sampling.cfg_scale}, reasoning temperature "
         f"{cfg.sampling.temperature}, greedy reflections, evaluation seed {cfg.seed}.",
-        "Generation scores: exact ShapeWorld verifier (strict)" + (", judge outside ShapeWorld." if cfg.judge else "."),
+        scores_note,
         "ITA / VQA: synth held-out tables.",
     ]
     if report.compute_rows(metrics):

@@ -8,7 +8,9 @@ Everything here reads the metrics dict `r3.evals.evaluate` writes to metrics.jso
                             "scaling": [per-round rows of r3_loop.scaling_metrics],
                             "compute": [per-budget rows of best_of_n.equal_compute] (where it ran),
                             "ita": {"overall", "per_tag": {"suite/tag": acc}, "n": rows},
-                            "vqa": {"overall", "per_category": {category: acc}, "n": rows}}}}
+                            "vqa": {"overall", "per_category": {category: acc}, "n": rows},
+                            "tiif": {suite: {"overall": score, "per_type": {type: score}}} (a TIIF file; each
+                                     score {"score", "low", "high", "n"}, r3.evals.tiif.type_scores)}}}
 """
 
 import csv
@@ -24,7 +26,7 @@ from r3.data.grid import image_grid
 from r3.evals.r3_loop import OUTCOMES_ON_RIGHT, OUTCOMES_ON_WRONG, R3Trace
 from r3.world.prompts import SUITES
 
-SUITE_TITLES = {"geneval_pp": "GenEval++", "geneval": "GenEval"}
+SUITE_TITLES = {"geneval_pp": "GenEval++", "geneval": "GenEval", "tiif_short": "TIIF short", "tiif_long": "TIIF long"}
 
 
 def suite_title(suite: str) -> str:
@@ -156,7 +158,8 @@ def reflection_table(metrics: dict) -> str:
     for name, r in results.items():
         for side, label in (("stop_on_wrong", "stop on wrong"), ("stop_on_right", "stop on right")):
             rate = r[side]
-            rows.append([name, label, f"{rate['overall']:.3f} (n = {rate['n']})",
+            overall = "-" if rate["overall"] is None else f"{rate['overall']:.3f}"
+            rows.append([name, label, f"{overall} (n = {rate['n']})",
                          *(f"{rate['per_tag'][t]:.2f}" if t in rate["per_tag"] else "-" for t in tags)])
     stops = markdown_table(["Model", "First reflection", "Overall", *tags], rows)
     counts = markdown_table(["Model", *outcomes],
@@ -165,7 +168,8 @@ def reflection_table(metrics: dict) -> str:
 
 
 COMPUTE_METHODS = {"r3": "R3, ≤ N-1 rounds", "r3_images": "R3: images generated (mean)",
-                   "best_of_n": "best-of-N, own judge", "oracle": "best-of-N, oracle (verifier picks)"}
+                   "best_of_n": "best-of-N, own judge", "oracle": "best-of-N, oracle (verifier picks)",
+                   "sampled": "one sample (mean of N)"}
 """The columns of an equal-compute row and their titles."""
 
 
@@ -179,7 +183,7 @@ def compute_table(metrics: dict) -> str:
     curves = compute_rows(metrics)
     budgets = [row["images"] for row in next(iter(curves.values()))]
     rows = [[name, title] + [f"{row[method]:.2f}" if method == "r3_images" else f"{row[method]:.3f}" for row in curve]
-            for name, curve in curves.items() for method, title in COMPUTE_METHODS.items()]
+            for name, curve in curves.items() for method, title in COMPUTE_METHODS.items() if method in curve[0]]
     return markdown_table(["Model", "Method", *(f"N = {n}" for n in budgets)], rows)
 
 
@@ -234,6 +238,27 @@ def interval_table(metrics: dict) -> str | None:
     return markdown_table(header, rows)
 
 
+def tiif_suites(metrics: dict) -> list[str]:
+    """The suites of a TIIF file, in evaluation order (none for GenEval files and synth prompts)."""
+    return list(dict.fromkeys(s for r in metrics["checkpoints"].values() for s in r.get("tiif", {})))
+
+
+def _scored(score: dict) -> str:
+    return f"{score['score']:.3f} [{score['low']:.3f}, {score['high']:.3f}]"
+
+
+def tiif_table(metrics: dict) -> str:
+    """TIIF-Bench per checkpoint and description: the mean score per type and overall with its 95% Wilson interval,
+    each column titled with the number of prompts it rests on (the same for both descriptions)."""
+    first_suite, first = next(iter(next(r["tiif"] for r in metrics["checkpoints"].values()).items()))
+    types = metrics["suites"][first_suite]
+    header = ["Model", "Prompts", *(f"{t} (n = {first['per_type'][t]['n']})" for t in types),
+              f"Overall (n = {first['overall']['n']})"]
+    rows = [[name, suite_title(suite), *(_scored(by["per_type"][t]) for t in types), _scored(by["overall"])]
+            for name, result in metrics["checkpoints"].items() for suite, by in result["tiif"].items()]
+    return markdown_table(header, rows)
+
+
 def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: Sequence[str] = ()) -> str:
     """The whole report.md; figure paths are written relative to `out_dir`."""
     reference = metrics.get("reference")
@@ -247,8 +272,15 @@ def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: 
         parts += ["## Headline with 95% intervals (Wilson score; n = prompts or held-out rows each figure rests on)",
                   "", "A suite's figure is the mean of its tags, i.e. the share of its n prompts when every tag has "
                   "as many prompts (evaluate.per_tag).", "", intervals, ""]
+    tiif = tiif_suites(metrics)
+    if tiif:
+        parts += ["## TIIF-Bench (mean share of each prompt's yes/no questions answered as expected, per type; 95% "
+                  "Wilson interval)", "", "A score in [0, 1] varies at most as a yes/no outcome of the same mean does, "
+                  "so the interval is conservative; overall = mean of the types, its n every prompt.", "",
+                  tiif_table(metrics), ""]
     for i, suite in enumerate(metrics["suites"], start=1):
-        title = f"## Table 1.{i}: {suite_title(suite)} generation (strict accuracy per tag; overall = mean of tags)"
+        measure = "mean TIIF score per type" if suite in tiif else "strict accuracy per tag"
+        title = f"## Table 1.{i}: {suite_title(suite)} generation ({measure}; overall = mean of tags)"
         parts += [title, "", generation_table(metrics, suite), ""]
     for i, suite in enumerate(ita_suites(metrics), start=1):
         title = f"## Table 2.{i}: ITA on {suite_title(suite)} prompts (aligned or not, accuracy per tag)"

@@ -18,7 +18,7 @@ without DVC's experiment refs or MLflow.
 
 import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,20 +31,32 @@ DEFAULT = "default"
 EVALUATE = f"{paths.EVALUATE_METRICS}:"
 """The prefix of evaluate's metrics in a row."""
 METRICS = ("sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval", "rl/geneval", "sft/ita", "rl/ita",
-           "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds")
+           "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds",
+           "rl/validation_geneval_pp", "sft/geneval_pp_sampled", "rl/geneval_pp_sampled", "sft/stop_on_wrong",
+           "rl/stop_on_wrong", "sft/stop_on_right", "rl/stop_on_right")
 """The figures of a seed record: evaluate's headline keys (`_r3` = after evaluate.max_rounds reflect-refine rounds,
-whatever that number is), but those of SOURCES."""
+whatever that number is; `_sampled`: one reasoning sample at evaluate.best_of_temperature, the mean of
+max_rounds + 1; `stop_on_*`: the first reflection's stop rate on wrong / right images), but those of SOURCES."""
+OPTIONAL = ("rl/validation_geneval_pp", "sft/geneval_pp_sampled", "rl/geneval_pp_sampled", "sft/stop_on_wrong",
+            "rl/stop_on_wrong", "sft/stop_on_right", "rl/stop_on_right")
+"""Figures of METRICS that a run may lack (runs from before them, a model without wrong or right images): its
+record holds null for them."""
 SOURCES = {
     "rl/render_fidelity": f"{paths.RL_METRICS}:headline.render_fidelity",
     "rl/editing": f"{paths.RL_METRICS}:headline.editing",
     "sft/editing": f"{paths.SFT_METRICS}:headline.editing",
     "rl_seconds": f"{paths.RL_METRICS}:total_seconds",
+    "rl/validation_geneval_pp": f"{paths.RL_METRICS}:validation.strict.overall.geneval_pp",
 }
 """Figures that evaluate does not measure: the training stages' held-out view (r3.train.heldout_view.skill_headline)
-and the rl stage's wall time (training, final held-out check and saving)."""
+and the rl stage's wall time (training, final held-out check and saving), and the final policy's strict GenEval++
+accuracy on the validation rows (rl.validation_rows), the figure settings are chosen on."""
 LABELS = {
     "rl.refine_steps=0": "reason-only",
     "rl.reward.name=none": "control",
+    "rl.permute_rewards=true": "null",
+    "rl.max_draws=3+rl.min_informative_groups=8": "dynamic-8x3",
+    "rl.reflect_temperature=1+rl.temperature=0.7": "reason-temp-0.7",
     "rl.w_image=0+rl.w_text=0": "control-replay-only",
     "rl.replay_weight=0": "no-replay",
     "rl.kl=false": "no-kl",
@@ -139,28 +151,42 @@ class SeedRun:
     """The run record it comes from (reports/runs/<name>.json, `run_record`); None for a `dvc exp show` row."""
 
 
+def first_of_each(rows: Iterable[Mapping[str, Any]], identity: Callable[[Mapping[str, Any]], tuple[str, int, int]]
+                  ) -> tuple[list[tuple[Mapping[str, Any], tuple[str, int, int]]], list[str]]:
+    """Each row whose (config, sft_seed, seed) no earlier row has, with that identity; and the names of the others
+    (repeats)."""
+    kept, repeats, seen = [], [], set()
+    for row in rows:
+        key = identity(row)
+        if key in seen:
+            repeats.append(row["name"])
+        else:
+            seen.add(key)
+            kept.append((row, key))
+    return kept, repeats
+
+
+def table_order(runs: list[SeedRun]) -> list[SeedRun]:
+    """The default config first, then by config, SFT seed and RL seed."""
+    return sorted(runs, key=lambda run: (run.config != DEFAULT, run.config, run.sft_seed, run.seed))
+
+
 def seed_runs(rows: Sequence[dict[str, Any]], defaults: Mapping[str, Any],
               labels: Mapping[str, str] = LABELS) -> tuple[list[SeedRun], list[str]]:
     """The runs with base.seed and an evaluate headline, one per (config, sft_seed, seed): the first row wins (give
     experiments before baselines); also the names of the rows left out as repeats of an earlier one."""
-    runs, repeats, seen = [], [], set()
-    for row in rows:
+    evaluated = [row for row in rows if SEED in row["params"]
+                 and any(key.startswith(f"{EVALUATE}headline.") for key in row["metrics"])]
+    kept, repeats = first_of_each(evaluated, lambda row: run_identity(row["params"], defaults, labels))
+    runs = []
+    for row, (config, sft_seed, seed) in kept:
         metrics = row["metrics"]
-        if SEED not in row["params"] or not any(key.startswith(f"{EVALUATE}headline.") for key in metrics):
-            continue
-        identity = run_identity(row["params"], defaults, labels)
-        if identity in seen:
-            repeats.append(row["name"])
-            continue
-        seen.add(identity)
-        config, sft_seed, seed = identity
         record = {"config": config, "seed": seed, "sft_seed": sft_seed,
                   **{key: figure(metrics, key) for key in METRICS}}
         scaling = {name: metrics[f"{EVALUATE}checkpoints.{name}.scaling"] for name in CHECKPOINTS
                    if f"{EVALUATE}checkpoints.{name}.scaling" in metrics}
         runs.append(SeedRun(row["name"], config, sft_seed, seed, record, scaling))
-    runs.sort(key=lambda run: (run.config != DEFAULT, run.config, run.sft_seed, run.seed))
-    return runs, repeats
+    return table_order(runs), repeats
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
@@ -371,9 +397,9 @@ def figure_source(metrics: Mapping[str, Any], key: str) -> str:
 
 
 def missing_metrics(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(file, dotted key) of every figure of METRICS and every scaling table of SCALING that a run's flattened
-    metrics lack: a record needs them all."""
-    wanted = [figure_source(metrics, key) for key in METRICS if figure(metrics, key) is None]
+    """(file, dotted key) of every figure of METRICS but OPTIONAL and every scaling table of SCALING that a run's
+    flattened metrics lack: a record needs them all."""
+    wanted = [figure_source(metrics, key) for key in METRICS if key not in OPTIONAL and figure(metrics, key) is None]
     wanted += [key for key in SCALING if not metrics.get(key)]
     return [(file, key) for file, _, key in (source.partition(":") for source in wanted)]
 
@@ -431,20 +457,14 @@ def record_identity(record: Mapping[str, Any], labels: Mapping[str, str] = LABEL
 def runs_from_records(records: Sequence[Mapping[str, Any]], labels: Mapping[str, str] = LABELS
                       ) -> tuple[list[SeedRun], list[str]]:
     """`seed_runs` over run records (give them sorted by name: the first of a (config, sft_seed, seed) wins)."""
-    runs, repeats, seen = [], [], set()
-    for record in records:
-        identity = record_identity(record, labels)
-        if identity in seen:
-            repeats.append(record["name"])
-            continue
-        seen.add(identity)
-        config, sft_seed, seed = identity
+    kept, repeats = first_of_each(records, lambda record: record_identity(record, labels))
+    runs = []
+    for record, (config, sft_seed, seed) in kept:
         figures = {"config": config, "seed": seed, "sft_seed": sft_seed,
                    **{key: record["metrics"].get(key) for key in METRICS}}
         runs.append(SeedRun(record["name"], config, sft_seed, seed, figures, dict(record.get("scaling") or {}),
                             dict(record)))
-    runs.sort(key=lambda run: (run.config != DEFAULT, run.config, run.sft_seed, run.seed))
-    return runs, repeats
+    return table_order(runs), repeats
 
 
 def record_trends(runs: Sequence[SeedRun]) -> tuple[str, int, list[RewardTrend]]:

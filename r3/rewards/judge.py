@@ -6,6 +6,10 @@ sizes, relations, GenEval++'s regions and relative sizes, from the prompt record
 strict = 1 iff every asked fact holds; partial = fraction of asked facts that hold. The facts
 decide; "aligned" is requested (it makes the model commit) but not trusted over them.
 
+A record with "questions" and "answers" (a TIIF item, r3.evals.tiif.prompt_records) is asked its own yes/no
+questions instead and answers {"answers": ["yes", "no", ...]}; strict = 1 iff every answer is the expected one,
+partial = the share that are (TIIF's score).
+
 Failure policy:
   * endpoint down, timing out, or answering 5xx / 408 / 429: retried with exponential backoff
     (backoff_s, 2 backoff_s, ...); after max_retries retries -> JudgeUnavailableError.
@@ -29,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -122,15 +127,42 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def parse_judge_answer(content: str, n_facts: int) -> tuple[int, float]:
-    """(strict, partial) from the judge's text; ValueError if it is not the JSON asked for.
+def yes_no_question(record: dict[str, Any]) -> str:
+    """The request for a record that brings its own yes/no questions."""
+    numbered = "\n".join(f"{i + 1}. {question}" for i, question in enumerate(record["questions"]))
+    return (
+        f'The image was generated for the description: "{record["prompt"]}".\n'
+        "Answer each question below about the image with yes or no. Answer with JSON only, no other text, in the "
+        'form {"answers": ["yes" or "no", ...]}, one answer per question in the given order.\n'
+        f"Questions:\n{numbered}"
+    )
 
-    Tolerates text or code fences around the JSON object (the outermost {...} is parsed).
-    """
+
+def _json_object(content: str) -> Any:
+    """The outermost {...} of the judge's text (text or code fences around it are tolerated)."""
     start, end = content.find("{"), content.rfind("}")
     if start < 0 or end < start:
         raise ValueError("no JSON object in the answer")
-    answer = json.loads(content[start : end + 1])
+    return json.loads(content[start : end + 1])
+
+
+def parse_yes_no_answer(content: str, expected: Sequence[str]) -> tuple[int, float]:
+    """(strict, partial) from the judge's answers to yes/no questions, against the `expected` "yes" / "no";
+    ValueError if the text is not the JSON asked for."""
+    answer = _json_object(content)
+    answers = answer.get("answers") if isinstance(answer, dict) else None
+    if not isinstance(answers, list) or len(answers) != len(expected):
+        raise ValueError(f"expected an 'answers' list of {len(expected)} entries")
+    said = [a.strip(" .").lower() if isinstance(a, str) else None for a in answers]
+    if not all(a in ("yes", "no") for a in said):
+        raise ValueError("every answer must be 'yes' or 'no'")
+    matched = sum(a == e for a, e in zip(said, expected, strict=True))
+    return int(matched == len(expected)), matched / len(expected)
+
+
+def parse_judge_answer(content: str, n_facts: int) -> tuple[int, float]:
+    """(strict, partial) from the judge's text; ValueError if it is not the JSON asked for."""
+    answer = _json_object(content)
     facts = answer.get("facts") if isinstance(answer, dict) else None
     if not isinstance(facts, list) or len(facts) != n_facts:
         raise ValueError(f"expected a 'facts' list of {n_facts} entries")
@@ -208,7 +240,13 @@ class JudgeReward:
         return headers
 
     def _score_one(self, image: np.ndarray, record: dict[str, Any], headers: dict[str, str]) -> float:
-        facts = checklist(record)
+        if "questions" in record:
+            request = yes_no_question(record)
+            parse = partial(parse_yes_no_answer, expected=record["answers"])
+        else:
+            facts = checklist(record)
+            request = judge_question(record, facts)
+            parse = partial(parse_judge_answer, n_facts=len(facts))
         body = {
             "model": self.model,
             "messages": [
@@ -216,7 +254,7 @@ class JudgeReward:
                     "role": "user",
                     "content": [
                         {"type": "image_url", "image_url": {"url": png_data_url(image)}},
-                        {"type": "text", "text": judge_question(record, facts)},
+                        {"type": "text", "text": request},
                     ],
                 }
             ],
@@ -231,14 +269,14 @@ class JudgeReward:
                 f"judge {self.endpoint} did not answer in the chat-completions format; {JUDGE_FIX}"
             ) from None
         try:
-            strict, partial = parse_judge_answer(str(content), len(facts))
+            strict, share = parse(str(content))
         except ValueError as err:
             log.warning(
                 "judge %s: malformed answer for %r scored 0 (%s): %.200r",
                 self.endpoint, record["prompt"], err, content,
             )
             return 0.0
-        return float(strict) if self.mode == "strict" else partial
+        return float(strict) if self.mode == "strict" else share
 
     def _post(self, payload: bytes, headers: dict[str, str]) -> dict[str, Any]:
         request = urllib.request.Request(self.endpoint, data=payload, headers=headers, method="POST")

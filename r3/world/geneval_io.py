@@ -9,7 +9,7 @@ ShapeWorld are read fine (the verifier refuses them; the judge reward can score 
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,22 +105,32 @@ def record_problem(record: Any) -> str | None:
     return _relative_size_problem(include)
 
 
-def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a jsonl prompt file; blank lines are skipped, a malformed line raises PromptFileError."""
+def json_lines(path: str | Path, error: type[InputError], missing: str, invalid_fix: str = ""
+               ) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a jsonl file. A missing file raises `error` with the
+    `missing` text, a file that is not UTF-8 or a line that is not JSON raises it naming the byte or the line
+    (`invalid_fix` appended to the latter)."""
     if not Path(path).is_file():
-        raise PromptFileError(f"{path}: prompt file not found (fix the path, e.g. evaluate.prompts)")
+        raise error(f"{path}: {missing}")
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise PromptFileError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8 jsonl") from None
-    records = []
+    except UnicodeDecodeError as problem:
+        raise error(f"{path}: not UTF-8 text (byte {problem.start}); save it as UTF-8 jsonl") from None
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PromptFileError(f"{path}:{lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as problem:
+            raise error(f"{path}:{lineno}: invalid JSON ({problem.msg} at column {problem.colno}){invalid_fix}"
+                        ) from None
+
+
+def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a jsonl prompt file; blank lines are skipped, a malformed line raises PromptFileError."""
+    records = []
+    for lineno, record in json_lines(path, PromptFileError, "prompt file not found (fix the path, e.g. "
+                                     "evaluate.prompts)"):
         if problem := record_problem(record):
             raise PromptFileError(f"{path}:{lineno}: {problem}")
         records.append(record)
