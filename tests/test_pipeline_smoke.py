@@ -57,6 +57,8 @@ def test_every_stage_writes_its_outputs(pipeline_run):
     evaluation = json.loads((root / paths.EVALUATE_METRICS).read_text())
     assert set(evaluation["checkpoints"]) == {"sft", "rl"}  # the untrained model only with evaluate.untrained
     assert "Table 1" in (root / paths.EVALUATE_REPORT).read_text()
+    validation = json.loads((root / paths.RL_METRICS).read_text())["validation"]  # rl.validation_rows = 2
+    assert validation["n"] == 2 and 0.0 <= validation["strict"]["overall"]["geneval_pp"] <= 1.0
 
 
 def test_each_stage_is_one_tagged_mlflow_run(pipeline_run):

@@ -65,7 +65,7 @@ def rl_config(**overrides: Any) -> RlConfig:
     here), raw weights."""
     settings = dict(group_size=4, prompts_per_step=2, nodes_per_step=2, sample_steps=3, cfg_scale=2.0,
                     max_new_tokens=8, lr=1e-3, eval_every=100, eval_rows=4, eval_sampling=FAST_EVAL, reward=RED_REWARD,
-                    beta_text=0.001, replay_weight=0.0, ema_decay=0.0, drop_equal_groups=False, validation_rows=4)
+                    beta_text=0.001, replay_weight=0.0, ema_decay=0.0, drop_equal_groups=False, validation_rows=0)
     return RlConfig(**{**settings, **overrides})
 
 
@@ -291,9 +291,9 @@ def red_fraction(checkpoint: Path, n: int = 32) -> float:
 
 def test_colour_reward_raises_that_colours_frequency(inputs: tuple[Path, Path], tmp_path: Path) -> None:
     init, synth = inputs
-    # reason-only, no KL: the policy must move its images toward red. With the 86-word vocabulary seed 0's untrained
-    # model starts at a training reward of 0.005 and ends at 0.042 over 60 steps (held-out red share +0.06 or more).
-    cfg = rl_config(steps=60, refine_steps=0, group_size=8, max_new_tokens=4, kl=False, lr=3e-3, checkpoint_every=60)
+    # reason-only, no KL: the policy must move its images toward red (held-out red share +0.06 or more). On the
+    # GenEval++ suite as the file draws it, 60 steps moved seed 0's untrained model only +0.01; 100 steps pass.
+    cfg = rl_config(steps=100, lr=3e-3, refine_steps=0, group_size=8, max_new_tokens=4, kl=False, checkpoint_every=100)
     result = train_rl(BASE, cfg, init, synth, tmp_path)
     before, after = red_fraction(init), red_fraction(result.checkpoint)
     assert after > before + 0.06, (before, after)
