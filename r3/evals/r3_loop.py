@@ -164,8 +164,8 @@ OUTCOMES_ON_RIGHT = ("kept", "kept_edited", "broke")
 def _stop_rate(stopped: np.ndarray, rows: np.ndarray, tags: Sequence[str]) -> dict[str, Any]:
     """Share of `rows` (N,) bool that `stopped` (N,) bool, overall (None without such rows) and per tag (tags with
     no such row omitted)."""
-    per_tag = {t: float(stopped[rows & (np.asarray(tags) == t)].mean())
-               for t in sorted(set(tags)) if (rows & (np.asarray(tags) == t)).any()}
+    of_tag = {t: rows & (np.asarray(tags) == t) for t in sorted(set(tags))}  # (N,) bool each
+    per_tag = {t: float(stopped[members].mean()) for t, members in of_tag.items() if members.any()}
     return {"overall": float(stopped[rows].mean()) if rows.any() else None, "n": int(rows.sum()),
             "per_tag": per_tag}
 

@@ -30,17 +30,15 @@ RL_SEED = "rl.seed"
 DEFAULT = "default"
 EVALUATE = f"{paths.EVALUATE_METRICS}:"
 """The prefix of evaluate's metrics in a row."""
-METRICS = ("sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval", "rl/geneval", "sft/ita", "rl/ita",
-           "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds",
-           "rl/validation_geneval_pp", "sft/geneval_pp_sampled", "rl/geneval_pp_sampled", "sft/stop_on_wrong",
-           "rl/stop_on_wrong", "sft/stop_on_right", "rl/stop_on_right")
-"""The figures of a seed record: evaluate's headline keys (`_r3` = after evaluate.max_rounds reflect-refine rounds,
-whatever that number is; `_sampled`: one reasoning sample at evaluate.best_of_temperature, the mean of
-max_rounds + 1; `stop_on_*`: the first reflection's stop rate on wrong / right images), but those of SOURCES."""
 OPTIONAL = ("rl/validation_geneval_pp", "sft/geneval_pp_sampled", "rl/geneval_pp_sampled", "sft/stop_on_wrong",
             "rl/stop_on_wrong", "sft/stop_on_right", "rl/stop_on_right")
 """Figures of METRICS that a run may lack (runs from before them, a model without wrong or right images): its
 record holds null for them."""
+METRICS = ("sft/geneval_pp", "rl/geneval_pp", "rl/geneval_pp_r3", "sft/geneval", "rl/geneval", "sft/ita", "rl/ita",
+           "sft/vqa", "rl/vqa", "rl/render_fidelity", "rl/editing", "sft/editing", "rl_seconds", *OPTIONAL)
+"""The figures of a seed record: evaluate's headline keys (`_r3` = after evaluate.max_rounds reflect-refine rounds,
+whatever that number is; `_sampled`: one reasoning sample at evaluate.best_of_temperature, the mean of
+max_rounds + 1; `stop_on_*`: the first reflection's stop rate on wrong / right images), but those of SOURCES."""
 SOURCES = {
     "rl/render_fidelity": f"{paths.RL_METRICS}:headline.render_fidelity",
     "rl/editing": f"{paths.RL_METRICS}:headline.editing",
