@@ -172,6 +172,14 @@ def test_markdown_gives_mean_and_sd_over_rl_seeds_per_config_and_sft_seed():
     assert "| reason-only | 0 | 0.040 ± 0.014 | 0: +0.030, 1: +0.050 | 0.050 ± 0.000 | 0: +0.050, 1: +0.050 |" in lines
     # scaling after 2 rounds: accuracy 0.1+0.05, 0.2+0.05, 0.3+0.05; finished 0.7 each; 2 improved, 1 worse
     assert "| default | 0 | rl | 2 | 3 | 0.250 ± 0.100 | 0.700 ± 0.000 | 2.0 ± 0.0 | 1.0 ± 0.0 |" in lines
+    # over SFT seeds: RL - SFT 0.08, 0.18, 0.28 (SFT seed 0) and 0.37 (seed 1): mean 0.2275, SFT seeds' means 0.18
+    # and 0.37, lowest run 0.08; GenEval +0.05, ITA +0.01, VQA -0.01, editing 0.55 - 0.6; rl s 300 + 10 * RL seed
+    assert ("| default | 4 | 0, 1 | +0.228 | +0.180 | +0.080 | +0.050 | +0.050 | +0.010 | -0.010 | -0.050 | 0.970 | "
+            "320 |") in lines
+    assert "| reason-only | 2 | 0 | +0.040 | +0.040 | +0.030 | +0.050 | +0.050 | +0.010 | -0.010 | -0.050 | 0.970 | 310 |" \
+        in lines
+    # after the rounds, SFT seed 0: default 0.25, reason-only (0.10 + 0.12) / 2
+    assert "- default minus reason-only, both after the R3 rounds: +0.140 (mean over SFT seeds 0)." in lines
     assert lines[-1] == "Left out as repeats of an earlier run of the same config, SFT seed and seed: main."
 
 

@@ -302,11 +302,57 @@ def gain_lines(runs: Sequence[SeedRun]) -> list[str]:
                      "R3 rounds per seed"], rows)]
 
 
+def _lowest(values: Sequence[float], signed: bool = True) -> str:
+    return "-" if not values else (f"{min(values):+.3f}" if signed else f"{min(values):.3f}")
+
+
+def _mean(values: Sequence[float]) -> str:
+    return "-" if not values else f"{statistics.fmean(values):+.3f}"
+
+
+def summary_lines(runs: Sequence[SeedRun]) -> list[str]:
+    """Each config over all its runs and SFT seeds: RL minus SFT GenEval++ strict (mean of the runs, the lowest mean
+    of one SFT seed's runs, the lowest run), the R3 rounds' gain after RL, the other figures against SFT (means),
+    the lowest render fidelity and the longest rl stage; then each config's GenEval++ after the R3 rounds against
+    the default's, the mean over the SFT seeds that have both."""
+    configs: dict[str, list[SeedRun]] = {}
+    for run in runs:
+        configs.setdefault(run.config, []).append(run)
+    rows = []
+    for config, group in configs.items():
+        gains = [run.record["rl/geneval_pp"] - run.record["sft/geneval_pp"] for run in group]
+        per_sft = [statistics.fmean(gain for run, gain in zip(group, gains) if run.sft_seed == sft_seed)
+                   for sft_seed in sorted({run.sft_seed for run in group})]
+        against_sft = [_mean(list(_differences(group, f"rl/{key}", f"sft/{key}").values()))
+                       for key in ("geneval", "ita", "vqa", "editing")]
+        seconds = _values(group, "rl_seconds")
+        rows.append([config, str(len(group)), _seeds(sorted({run.sft_seed for run in group})), _mean(gains),
+                     _lowest(per_sft), _lowest(gains), _mean(list(_differences(group, "rl/geneval_pp_r3",
+                                                                                 "rl/geneval_pp").values())),
+                     *against_sft, _lowest(_values(group, "rl/render_fidelity"), signed=False),
+                     "-" if not seconds else f"{max(seconds):.0f}"])
+    lines = ["## Over SFT seeds (GenEval++ strict unless named; means over runs)", "",
+             *_table(["Config", "Runs", "SFT seeds", "RL − SFT", "Lowest SFT seed's RL − SFT", "Lowest run",
+                      "R3 rounds after RL", "GenEval − SFT", "ITA − SFT", "VQA − SFT", "Editing − SFT",
+                      "Lowest render fidelity", "Longest rl s"], rows), ""]
+    after_rounds = {key: statistics.fmean(values) for key, group in by_group(runs).items()
+                    if (values := _values(group, "rl/geneval_pp_r3"))}
+    default = {sft_seed: value for (config, sft_seed), value in after_rounds.items() if config == DEFAULT}
+    for config in configs:
+        mine = {sft_seed: value for (name, sft_seed), value in after_rounds.items()
+                if name == config and sft_seed in default}
+        if config != DEFAULT and mine:
+            differences = [default[sft_seed] - value for sft_seed, value in mine.items()]
+            lines.append(f"- {DEFAULT} minus {config}, both after the R3 rounds: {_mean(differences)} (mean over SFT "
+                         f"seeds {_seeds(sorted(mine))}).")
+    return lines
+
+
 def seeds_markdown(runs: Sequence[SeedRun], trends: Sequence[RewardTrend] = (), trend_key: str = "",
                    trend_window: int = 0, repeats: Sequence[str] = (), tail: Sequence[str] = ()) -> str:
     """reports/seeds.md: Table 1-style rows (SFT per SFT seed, then RL per config and SFT seed as mean ± sd over RL
-    seeds), every figure per config, the per-seed table, the gains, scaling over rounds per config, and the
-    training-reward trends when given, then the lines of `tail` (`runs_lines`)."""
+    seeds), every figure per config, the per-seed table, the gains, each config over SFT seeds (`summary_lines`),
+    scaling over rounds per config, and the training-reward trends when given, then the lines of `tail` (`runs_lines`)."""
     if not runs:
         raise ValueError("seeds_markdown: no runs with an evaluate headline")
     grouped = by_group(runs)
@@ -341,7 +387,7 @@ def seeds_markdown(runs: Sequence[SeedRun], trends: Sequence[RewardTrend] = (), 
                     [[run.config, str(run.sft_seed), str(run.seed), run.name,
                       *("-" if run.record[key] is None else f"{run.record[key]:.{_digits(key)}f}" for key in METRICS)]
                      for run in runs])
-    lines += ["", *gain_lines(runs)]
+    lines += ["", *gain_lines(runs), "", *summary_lines(runs)]
     lines += ["", "## Table 3-style scaling (R3 loop after 0..max rounds; improved / worse: rows whose score "
               "rose / fell in that round)", ""]
     scaling_rows = []
