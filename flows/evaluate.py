@@ -31,8 +31,7 @@ def compared(evaluate: EvaluateConfig) -> dict[str, Path | None]:
 def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConfig) -> dict:
     """Shards run on `runner`, which changes no number and so is not part of the cache key."""
     inputs = [p for p in CHECKPOINTS.values() if p is not None] + [paths.SYNTH_HELDOUT]
-    if evaluate.prompts is not None:
-        inputs.append(Path(evaluate.prompts))
+    inputs.append(paths.SYNTH_TIIF if evaluate.prompts is None else Path(evaluate.prompts))
     key = stage_key("evaluate", [base, evaluate], inputs)
     checkpoints = {name: None if p is None else str(p) for name, p in compared(evaluate).items()}
     with stage_run("evaluate", base.experiment, {"base": base, "evaluate": evaluate}) as run:
@@ -54,7 +53,8 @@ def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConf
 
 
 def check_inputs(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConfig) -> None:
-    """The checkpoints (of one config), the held-out tables and the prompt file read (InputError otherwise)."""
+    """The checkpoints (of one config), the held-out tables and the prompt file (or the synth TIIF suite) read
+    (InputError otherwise)."""
     expected = None
     for path in CHECKPOINTS.values():
         if path is not None:

@@ -63,7 +63,8 @@ STAGES: tuple[Stage, ...] = (
         name="synth",
         params=("base", "synth"),
         inputs=(),
-        outs=(str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT), str(paths.SYNTH_SAMPLES), str(paths.SYNTH_CARD)),
+        outs=(str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT), str(paths.SYNTH_TIIF), str(paths.SYNTH_SAMPLES),
+              str(paths.SYNTH_CARD)),
         metrics=(str(paths.SYNTH_METRICS),),
     ),
     Stage(
@@ -84,14 +85,14 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="rl",
         params=("base", "rl"),
-        inputs=(str(paths.SFT_CHECKPOINT), str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT)),
+        inputs=(str(paths.SFT_CHECKPOINT), str(paths.SYNTH_TRAIN), str(paths.SYNTH_HELDOUT), str(paths.SYNTH_TIIF)),
         outs=(str(paths.RL_CHECKPOINT), str(paths.RL_SAMPLES)),
         metrics=(str(paths.RL_METRICS),),
     ),
     Stage(
         name="evaluate",
         params=("base", "evaluate", "runner"),
-        inputs=(str(paths.SFT_CHECKPOINT), str(paths.RL_CHECKPOINT), str(paths.SYNTH_HELDOUT)),
+        inputs=(str(paths.SFT_CHECKPOINT), str(paths.RL_CHECKPOINT), str(paths.SYNTH_HELDOUT), str(paths.SYNTH_TIIF)),
         outs=(str(paths.EVALUATE_REPORT), str(paths.EVALUATE_FIGURES)),
         metrics=(str(paths.EVALUATE_METRICS),),
         plots=(str(paths.EVALUATE_SCALING), str(paths.EVALUATE_TAGS), str(paths.EVALUATE_COMPUTE)),

@@ -8,6 +8,8 @@ SYNTH = DATA / "synth"
 SYNTH_TRAIN = SYNTH / "train"
 SYNTH_HELDOUT = SYNTH / "heldout"
 SYNTH_SAMPLES = SYNTH / "samples"
+SYNTH_TIIF = SYNTH / "tiif"
+"""The TIIF suite: train.jsonl and heldout.jsonl in TIIF-Bench's format (r3.data.tiif_suite)."""
 SYNTH_CARD = SYNTH / "DATA_CARD.md"
 SYNTH_METRICS = SYNTH / "metrics.json"
 

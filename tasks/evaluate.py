@@ -9,7 +9,9 @@ from pathlib import Path
 from prefect import task
 
 from r3.config import BaseConfig, RunnerConfig
+from r3.data.tiif_suite import suite_file
 from r3.evals.evaluate import EvaluateConfig, Shard, ShardMap, ShardResult, evaluate_shard, run_evaluate
+from r3.evals.tiif import TIIF_SUITES
 from r3.models.registry import ModelConfig, read_model_config
 from tasks.cache import CACHED, artifact_dir, stage_key
 from tasks.resources import long_task
@@ -25,7 +27,11 @@ def shard_task(key: str, base: BaseConfig, cfg: EvaluateConfig, model_config: Mo
 
 
 def shard_key(base: BaseConfig, cfg: EvaluateConfig, model_config: ModelConfig, synth_dir: str, shard: Shard) -> str:
+    """The shard's content key: its checkpoint, the held-out tables, the prompt file, and the synth TIIF suite where
+    the shard scores it (so a new suite recomputes only the TIIF shards)."""
     inputs = [Path(synth_dir) / "heldout", *(p for p in (shard.path, cfg.prompts) if p is not None)]
+    if cfg.prompts is None and shard.part in TIIF_SUITES:
+        inputs.append(suite_file(Path(synth_dir), "heldout"))
     return stage_key(f"evaluate-{shard.checkpoint}-{shard.part}", [base, cfg, model_config], inputs)
 
 

@@ -6,7 +6,8 @@ from prefect import task
 
 from r3.config import BaseConfig
 from r3.data.card import record_fields, tag_grids, write_summary
-from r3.data.synth import SynthConfig, build_table, heldout_pool, pool_from_jsonl, pool_redraws, pool_to_jsonl
+from r3.data.synth import SPLITS, SynthConfig, build_table, heldout_pool, pool_from_jsonl, pool_redraws, pool_to_jsonl
+from r3.data.tiif_suite import read_split, split_file, write_suite
 from tasks.cache import CACHED, artifact_dir
 
 
@@ -25,11 +26,22 @@ def table_task(key: str, table: str, split: str, base: BaseConfig, cfg: SynthCon
     return {"paths": [str(path)], "counts": counts, "redrawn": redrawn}
 
 
+@task(name="synth-tiif", **CACHED)
+def tiif_task(key: str, base: BaseConfig, cfg: SynthConfig) -> dict:
+    """The TIIF suite's files (r3.data.tiif_suite); their directory."""
+    out = artifact_dir(key) / "tiif"
+    write_suite(base, cfg.tiif_per_type(), out)
+    return {"paths": [str(out)]}
+
+
 @task(name="synth-summary", **CACHED)
-def summary_task(key: str, base: BaseConfig, counts: dict, redrawn: dict[str, int], enrichment_path: str) -> dict:
+def summary_task(key: str, base: BaseConfig, counts: dict, redrawn: dict[str, int], enrichment_path: str,
+                 tiif_dir: str) -> dict:
+    """`tiif_dir`: the TIIF suite's files (tiif_task)."""
     out = artifact_dir(key)
     metrics_path, card_path = out / "metrics.json", out / "DATA_CARD.md"
-    metrics = write_summary(counts, redrawn, base.canvas, base.seed, record_fields(Path(enrichment_path)),
+    tiif = {split: read_split(split_file(Path(tiif_dir), split)) for split in SPLITS}
+    metrics = write_summary(counts, redrawn, base.canvas, base.seed, record_fields(Path(enrichment_path)), tiif,
                             metrics_path, card_path, base.num_threads)
     grids = tag_grids(Path(enrichment_path), out / "samples")
     return {"paths": [str(metrics_path), str(card_path), str(out / "samples")], "metrics": metrics,

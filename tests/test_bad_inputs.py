@@ -21,6 +21,7 @@ from r3 import paths
 from r3.config import BaseConfig
 from r3.errors import InputError
 from r3.data.synth import SPLITS, TABLES, SynthConfig, build_table, heldout_pool
+from r3.data.tiif_suite import write_suite
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
 from r3.world.tiif_io import read_tiif_file
@@ -67,13 +68,14 @@ def jsonl(*records: dict) -> str:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    """A project directory with tiny synth tables, an SFT and an RL checkpoint and a params file."""
+    """A project directory with tiny synth tables and TIIF suite, an SFT and an RL checkpoint and a params file."""
     root = tmp_path_factory.mktemp("project")
     cfg = SynthConfig(train_per_tag=1, heldout_per_tag=1, train_pairs=4, heldout_pairs_per_tag=2, candidates_per_tag=20)
     pool = heldout_pool(BASE, cfg)
     for split in SPLITS:
         for table in TABLES:
             build_table(table, split, BASE, cfg, pool, root / paths.SYNTH / split / f"{table}.parquet")
+    write_suite(BASE, {"train": 1, "heldout": 1}, root / paths.SYNTH_TIIF)
     torch.manual_seed(0)
     model = TinyUnifiedModel(MODEL, build_tokenizer(vocabulary()))
     model.save_pretrained(root / paths.SFT_CHECKPOINT)
@@ -116,7 +118,7 @@ def rewrite_config(directory: Path, **update) -> None:
     (directory / "config.json").write_text(json.dumps({**config, **update}))
 
 
-TRAIN, HELD = paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT
+TRAIN, HELD, TIIF_DIR = paths.SYNTH_TRAIN, paths.SYNTH_HELDOUT, paths.SYNTH_TIIF
 SFT, RL = paths.SFT_CHECKPOINT, paths.RL_CHECKPOINT
 NO_CHANGE = lambda root: None  # noqa: E731
 CASES = [
@@ -142,6 +144,18 @@ CASES = [
      r"train/vqa\.parquet: column 'image' holds an image that is not a PNG"),
     ("rl", [], lambda r: (r / HELD / "reflection.parquet").unlink(), r"heldout/reflection\.parquet: table not found"),
     ("evaluate", [], lambda r: truncate(r / HELD / "prompts.parquet"), r"heldout/prompts\.parquet: not a readable Parquet"),
+    # the synth TIIF suite: read by evaluate, and by rl with rl.prompts: tiif
+    ("evaluate", [], lambda r: (r / TIIF_DIR / "heldout.jsonl").unlink(),
+     r"data/synth/tiif/heldout\.jsonl: TIIF suite not found; run `dvc repro synth`"),
+    ("evaluate", [], lambda r: (r / TIIF_DIR / "heldout.jsonl").write_text(
+        jsonl({**TIIF, "yn_answer_list": ["maybe"] * 3})), r"tiif/heldout\.jsonl:1: yn_answer_list\[0\] 'maybe' is not"),
+    ("rl", ["-S", "rl.prompts=tiif", "-S", "rl.reward.name=tiif"], lambda r: shutil.rmtree(r / TIIF_DIR),
+     r"data/synth/tiif/train\.jsonl: TIIF suite not found; run `dvc repro synth`"),
+    # the tiif reward without TIIF prompts, and TIIF prompts with a GenEval reward
+    ("rl", ["-S", "rl.reward.name=tiif"], NO_CHANGE, r"rl\.reward 'tiif' scores TIIF prompt records, but rl\.prompts is "
+     r"'synth': set rl\.prompts=tiif"),
+    ("rl", ["-S", "rl.prompts=tiif"], NO_CHANGE, r"rl\.prompts is 'tiif', but rl\.reward 'verifier' scores GenEval "
+     r"records: set rl\.reward\.name=tiif"),
     # checkpoints
     ("rl", [], lambda r: shutil.rmtree(r / SFT), r"data/sft/checkpoint: checkpoint not found; .*dvc checkout"),
     ("rl", [], lambda r: (r / SFT / "config.json").unlink(), r"sft/checkpoint/config\.json: checkpoint config not found"),

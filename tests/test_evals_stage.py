@@ -16,6 +16,7 @@ from flows.evaluate import compared
 from r3 import paths
 from r3.config import BaseConfig
 from r3.data.synth import SynthConfig, build_table, heldout_pool
+from r3.data.tiif_suite import TYPES, write_suite
 from r3.evals.evaluate import EvaluateConfig, file_suite, first_per_tag, run_evaluate
 from r3.evals.report import wilson_interval
 from r3.models.interface import SamplingConfig
@@ -34,12 +35,13 @@ CFG = EvaluateConfig(per_tag=1, max_rounds=2, grid_rows=3,
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> tuple[Path, dict[str, Path | None]]:
-    """Tiny held-out synth tables and an (untrained, differently seeded) 'sft' checkpoint."""
+    """Tiny held-out synth tables and TIIF suite and an (untrained, differently seeded) 'sft' checkpoint."""
     root = tmp_path_factory.mktemp("evaluate")
     synth = SynthConfig(heldout_per_tag=2, heldout_pairs_per_tag=2, candidates_per_tag=60)
     pool = heldout_pool(BASE, synth)
     for table in ("prompts", "vqa", "ita"):
         build_table(table, "heldout", BASE, synth, pool, root / "synth" / "heldout" / f"{table}.parquet")
+    write_suite(BASE, {"train": 1, "heldout": 2}, root / "synth" / "tiif")
     torch.manual_seed(1)
     TinyUnifiedModel(MODEL, build_tokenizer(vocabulary())).save_pretrained(root / "sft")
     return root / "synth", {"base": None, "sft": root / "sft"}
@@ -72,7 +74,7 @@ def test_writes_metrics_report_plots_and_figures(runs):
     assert [float(r["sft"]) for r in scaling] == [r["accuracy"] for r in sft["scaling"]]
     with (out / "plots" / "tags.csv").open() as f:
         tags = list(csv.DictReader(f))
-    assert list(tags[0]) == ["tag", "base", "sft"] and len(tags) == 7 + 6
+    assert list(tags[0]) == ["tag", "base", "sft"] and len(tags) == 7 + 6 + 2 * len(TYPES)  # + TIIF short, long
 
     assert {p.name for p in result.figures} == {"scaling.png", "compute.png", "r3_loop_base.png", "r3_loop_sft.png"}
     grid = Image.open(out / "figures" / "r3_loop_sft.png")
@@ -83,6 +85,29 @@ def test_writes_metrics_report_plots_and_figures(runs):
                     "R3 against best-of-N at equal compute", "![compute](figures/compute.png)"):
         assert heading in report
     assert set(result.seconds) == {"base", "sft"}
+
+
+def test_the_synth_tiif_suite_is_scored_per_type_with_intervals_after_round_0(runs, inputs):
+    metrics = runs[0].metrics
+    assert list(metrics["suites"]) == ["geneval_pp", "geneval", "tiif_short", "tiif_long"]
+    assert metrics["suites"]["tiif_short"] == metrics["suites"]["tiif_long"] == list(TYPES)
+    assert metrics["prompts"]["tiif_short"] == len(TYPES)  # evaluate.per_tag = 1 of the 2 held-out records per type
+    assert metrics["scaling_suite"] == "geneval_pp"
+    for name, result in metrics["checkpoints"].items():
+        assert len(result["generation"]["tiif_short"]) == len(result["generation"]["tiif_long"]) == 1  # round 0
+        for suite, by_type in result["tiif"].items():
+            assert {t: s["n"] for t, s in by_type["per_type"].items()} == {t: 1 for t in TYPES}
+            assert by_type["overall"]["score"] == metrics["headline"][f"{name}/{suite}"]
+            for s in (*by_type["per_type"].values(), by_type["overall"]):
+                assert (s["low"], s["high"]) == pytest.approx(wilson_interval(s["score"], s["n"]))
+    assert {"sft/tiif_short", "sft/tiif_long", "base/tiif_long"} <= set(metrics["headline"])
+    assert "sft/tiif_short_r2" not in metrics["headline"]
+    report = runs[0].report.read_text()
+    tiif_section = report.split("## TIIF-Bench", 1)[1].split("\n## ", 1)[0]
+    assert f"Overall (n = {len(TYPES)})" in tiif_section and "| sft | TIIF long |" in tiif_section
+    assert "Generation scores: exact ShapeWorld verifier (strict)." in report
+    assert "TIIF scores: the share of a prompt's yes/no questions answered as expected on its image, exactly" in report
+    assert f"and TIIF suite ({inputs[0] / 'tiif' / 'heldout.jsonl'})" in report
 
 
 def test_equal_compute_runs_on_the_trained_checkpoint_with_counted_images(runs):

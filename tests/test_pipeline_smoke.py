@@ -59,6 +59,11 @@ def test_every_stage_writes_its_outputs(pipeline_run):
     assert "Table 1" in (root / paths.EVALUATE_REPORT).read_text()
     validation = json.loads((root / paths.RL_METRICS).read_text())["validation"]  # rl.validation_rows = 2
     assert validation["n"] == 2 and 0.0 <= validation["strict"]["overall"]["geneval_pp"] <= 1.0
+    assert {p.name for p in (root / paths.SYNTH_TIIF).iterdir()} == {"train.jsonl", "heldout.jsonl"}
+    for name in ("sft", "rl"):  # the synth TIIF suite, scored by default: per type, short and long
+        assert set(evaluation["checkpoints"][name]["tiif"]) == {"tiif_short", "tiif_long"}
+        assert 0.0 <= evaluation["headline"][f"{name}/tiif_short"] <= 1.0
+        assert 0.0 <= evaluation["headline"][f"{name}/tiif_long"] <= 1.0
 
 
 def test_each_stage_is_one_tagged_mlflow_run(pipeline_run):
@@ -74,6 +79,7 @@ def test_each_stage_is_one_tagged_mlflow_run(pipeline_run):
     evaluate = next(run for run in runs if run.data.tags["stage"] == "evaluate")
     curve = client.get_metric_history(evaluate.info.run_id, "rl/compute/best_of_n")
     assert [m.step for m in curve] == [1, 2]  # one point per image budget N = 1 .. max_rounds + 1
+    assert {"sft/tiif_short", "sft/tiif_long", "rl/tiif_short", "rl/tiif_long"} <= set(evaluate.data.metrics)
 
 
 def test_every_metrics_file_and_mlflow_run_records_the_machine(pipeline_run):
@@ -94,7 +100,8 @@ def test_rerun_does_no_work(pipeline_run, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("a cached stage ran again")
 
-    for target in ("tasks.synth.build_table", "tasks.sft.train_sft", "tasks.rl.train_rl", "tasks.evaluate.run_evaluate"):
+    for target in ("tasks.synth.build_table", "tasks.synth.write_suite", "tasks.sft.train_sft", "tasks.rl.train_rl",
+                   "tasks.evaluate.run_evaluate"):
         monkeypatch.setattr(target, no_work)
     before = (root / paths.EVALUATE_METRICS).read_bytes()
     assert pipeline.main(["--params", str(params)]) == 0

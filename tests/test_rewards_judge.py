@@ -206,7 +206,7 @@ def test_parse_judge_answer_variants():
         parse_judge_answer('{"facts": [{"fact": "a", "holds": "yes"}]}', 1)
 
 
-# a TIIF item as the evaluate stage passes it (r3.evals.tiif.prompt_records): the judge asks its own questions
+# a TIIF item as the evaluate stage passes it (r3.world.tiif_io.prompt_records): the judge asks its own questions
 TIIF_RECORD = {"prompt": "A lamp stands to the right of a sofa.", "tag": "2d_spatial_relation",
                "questions": ["Is there a lamp in the image?", "Is there a sofa in the image?",
                              "Is the lamp on the left of the sofa?"],

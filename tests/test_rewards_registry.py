@@ -31,7 +31,7 @@ class FakeReward:
 
 
 def test_registry_names_and_builds():
-    assert set(REGISTRY) == {"verifier", "intrinsic", "judge", "none"}
+    assert set(REGISTRY) == {"verifier", "intrinsic", "judge", "tiif", "none"}
     assert isinstance(build_reward(RewardConfig(name="verifier", params={"mode": "strict"})), VerifierReward)
     assert isinstance(build_reward(RewardConfig(name="intrinsic")), IntrinsicReward)
     judge = build_reward(RewardConfig(name="judge", params={"url": "http://127.0.0.1:1/v1", "model": "m"}))
@@ -43,7 +43,7 @@ def test_unknown_name_lists_valid_names_on_one_line():
         build_reward(RewardConfig(name="clip_score"))
     message = str(err.value)
     assert "\n" not in message and "'clip_score'" in message
-    assert "intrinsic, judge, none, verifier, weighted" in message
+    assert "intrinsic, judge, none, tiif, verifier, weighted" in message
 
 
 def test_bad_params_fail_clearly():

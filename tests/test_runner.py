@@ -18,6 +18,7 @@ from flows import evaluate as evaluate_stage
 from r3 import paths
 from r3.config import BaseConfig, RunnerConfig
 from r3.data.synth import SynthConfig, build_table, heldout_pool
+from r3.data.tiif_suite import write_suite
 from r3.evals.evaluate import EvaluateConfig, run_evaluate
 from r3.models.tiny import TinyConfig, TinyUnifiedModel
 from r3.models.tokenizer import build_tokenizer
@@ -28,8 +29,8 @@ BASE = {"num_threads": 1, "experiment": "runner"}
 EVALUATE = {"per_tag": 1, "max_rounds": 1, "grid_rows": 2, "batch_size": 4, "untrained": True,
             "sampling": {"steps": 2, "cfg_scale": 1.5, "temperature": 0.0, "max_new_tokens": 8}}
 MODEL = TinyConfig(patch=8, lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64, head_width=32, head_layers=1, head_heads=2)
-SHARDS = 3 * 3
-"""base, sft and rl on GenEval++, GenEval and ITA / VQA."""
+SHARDS = 3 * 5
+"""base, sft and rl on GenEval++, GenEval, TIIF short, TIIF long and ITA / VQA."""
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def stage_dir(tmp_path_factory) -> Path:
     pool = heldout_pool(base, synth)
     for table in ("prompts", "vqa", "ita"):
         build_table(table, "heldout", base, synth, pool, root / paths.SYNTH_HELDOUT / f"{table}.parquet")
+    write_suite(base, {"train": 1, "heldout": 1}, root / paths.SYNTH_TIIF)
     for seed, checkpoint in ((1, paths.SFT_CHECKPOINT), (2, paths.RL_CHECKPOINT)):
         torch.manual_seed(seed)
         TinyUnifiedModel(MODEL, build_tokenizer(vocabulary())).save_pretrained(root / checkpoint)
@@ -122,9 +124,28 @@ def test_only_the_shards_of_a_changed_checkpoint_rerun(stage_dir, unsharded, sha
     finally:
         shutil.rmtree(checkpoint)
         original.rename(checkpoint)
-    assert computed(shard_log) == ["rl-geneval", "rl-geneval_pp", "rl-understanding"]
+    assert computed(shard_log) == ["rl-geneval", "rl-geneval_pp", "rl-tiif_long", "rl-tiif_short", "rl-understanding"]
     assert metrics["checkpoints"]["sft"] == unsharded["checkpoints"]["sft"]
     assert metrics["checkpoints"]["rl"] != unsharded["checkpoints"]["rl"]
+
+
+def test_only_the_tiif_shards_rerun_on_a_new_tiif_suite(stage_dir, unsharded, shard_log, monkeypatch):
+    run_stage(stage_dir, monkeypatch)
+    shutil.rmtree(shard_log)
+    shard_log.mkdir()
+    suite = stage_dir / paths.SYNTH_TIIF
+    original = suite.with_name("tiif-original")
+    suite.rename(original)
+    write_suite(BaseConfig(**{**BASE, "seed": 1}), {"train": 1, "heldout": 1}, suite)
+    try:
+        metrics = run_stage(stage_dir, monkeypatch)
+    finally:
+        shutil.rmtree(suite)
+        original.rename(suite)
+    assert computed(shard_log) == [f"{name}-{suite}" for name in ("base", "rl", "sft")
+                                   for suite in ("tiif_long", "tiif_short")]
+    assert metrics["checkpoints"]["sft"]["generation"]["geneval"] == unsharded["checkpoints"]["sft"]["generation"][
+        "geneval"]
 
 
 @pytest.mark.parametrize(("runner", "message"), [

@@ -50,6 +50,7 @@ def test_unplaceable_prompts_are_redrawn_and_counted_in_the_data_card(tmp_path, 
     assert redrawn == 3 and sum(counts.values()) == TINY.train_per_tag * 13
     assert build_table("prompts", "heldout", base, TINY, pool, tmp_path / "held.parquet")[1] == 0
     metrics = synth_metrics({split: {table: {} for table in TABLES} for split in SPLITS})
-    card = data_card(metrics, {"heldout pool": 0, "train/prompts": redrawn}, 32, 0, [])
-    assert card.endswith("could not be placed on the canvas: 3 (train/prompts 3).\n")
-    assert "redrawn" not in data_card(metrics, {"heldout pool": 0, "train/prompts": 0}, 32, 0, [])
+    no_tiif = {"train": [], "heldout": []}
+    card = data_card(metrics, {"heldout pool": 0, "train/prompts": redrawn}, 32, 0, [], no_tiif)
+    assert "could not be placed on the canvas: 3 (train/prompts 3).\n" in card
+    assert "redrawn" not in data_card(metrics, {"heldout pool": 0, "train/prompts": 0}, 32, 0, [], no_tiif)

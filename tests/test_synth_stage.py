@@ -1,5 +1,7 @@
-"""The synth stage: determinism, disjoint splits, counts, and Prefect cache hits on rerun."""
+"""The synth stage: determinism, disjoint splits, counts, the TIIF suite beside the tables (which it leaves as they
+were drawn before it), and Prefect cache hits on rerun."""
 
+import hashlib
 import json
 
 import polars as pl
@@ -8,10 +10,33 @@ import pytest
 from flows.synth import synth_flow
 from r3 import paths
 from r3.config import BaseConfig
+from r3.data.io import decode_png
 from r3.data.synth import SPLITS, TABLES, SynthConfig, build_table, heldout_pool, suite_tags
+from r3.data.tiif_suite import TYPES
 from r3.world.edits import STOP_ANSWER
+from r3.world.tiif_io import read_tiif_file
 
-TINY = SynthConfig(train_per_tag=6, heldout_per_tag=4, train_pairs=26, heldout_pairs_per_tag=2, candidates_per_tag=200)
+TINY = SynthConfig(train_per_tag=6, heldout_per_tag=4, train_pairs=26, heldout_pairs_per_tag=2, candidates_per_tag=200,
+                   tiif_train_per_type=3, tiif_heldout_per_type=2)
+
+TABLES_DIGEST = "2b1333a47b9fdf14d612cc9fc26d43829db148470c01174cfd555dafad7160ef"
+"""tables_digest of the flow's tables at TINY, as the stage drew them before the TIIF suite (at c7947d4): the suite
+draws from its own random streams, so adding it changed no table (the trained checkpoints depend on them). Change
+this only with a deliberate change to how the tables are drawn."""
+
+
+def tables_digest(synth_dir) -> str:
+    """sha256 over every table of both splits: column names, text values, and images as decoded pixels (independent
+    of the Parquet and PNG encoders' versions)."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        for table in TABLES:
+            frame = pl.read_parquet(synth_dir / split / f"{table}.parquet")
+            for name in frame.columns:
+                digest.update(name.encode())
+                for value in frame[name]:
+                    digest.update(decode_png(value).tobytes() if isinstance(value, bytes) else str(value).encode())
+    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +79,24 @@ def test_flow_writes_every_table_with_the_configured_rows(synth_outputs):
     assert result["metrics"] == metrics
 
 
+def test_the_tables_are_drawn_as_before_the_tiif_suite(synth_outputs):
+    root, _ = synth_outputs
+    assert tables_digest(root / paths.SYNTH) == TABLES_DIGEST
+
+
+def test_flow_writes_the_tiif_suite_with_its_counts_in_metrics_and_card(synth_outputs):
+    root, result = synth_outputs
+    for split, n in TINY.tiif_per_type().items():
+        records = read_tiif_file(root / paths.SYNTH_TIIF / f"{split}.jsonl")
+        assert [r.type for r in records] == [t for t in TYPES for _ in range(n)]
+        assert result["metrics"]["tiif"][split] == {"records": n * len(TYPES), "per_type": {t: n for t in TYPES}}
+    card = (root / paths.SYNTH_CARD).read_text()
+    section = card.split("## TIIF suite", 1)[1]
+    for t in TYPES:
+        assert f"| {t} | " in section and f" | {TINY.tiif_train_per_type} | {TINY.tiif_heldout_per_type} | " in section
+    assert "`3d` / `3d_spatial_relation` (3D spatial relations)" in section and "`style` (styles)" in section
+
+
 def test_train_and_heldout_share_no_prompt_text(synth_outputs):
     root, _ = synth_outputs
     for table in TABLES:
@@ -83,6 +126,7 @@ def test_rerun_is_served_from_the_cache(synth_outputs, monkeypatch):
 
     monkeypatch.setattr("tasks.synth.build_table", no_work)
     monkeypatch.setattr("tasks.synth.heldout_pool", no_work)
+    monkeypatch.setattr("tasks.synth.write_suite", no_work)
     assert synth_flow(BaseConfig(), TINY)["metrics"] == first["metrics"]
 
 

@@ -1,5 +1,6 @@
-"""TIIF questions about ShapeWorld answered exactly, on scenes written out here with explicit coordinates; which
-files need a judge; the hand-written example file scored on its scenes and on their renders."""
+"""TIIF questions about ShapeWorld answered exactly, on scenes written out here with explicit coordinates; TIIF
+types ShapeWorld cannot draw refused; which files need a judge; the hand-written example file scored on its scenes
+and on their renders."""
 
 import json
 import re
@@ -11,7 +12,7 @@ import pytest
 
 from r3.errors import InputError
 from r3.evals.report import wilson_interval
-from r3.evals.tiif import exact_scores, prompt_records, tiif_scorer, type_scores
+from r3.evals.tiif import tiif_scorer, type_scores
 from r3.rewards.base import RewardConfig
 from r3.world.render import render
 from r3.world.scene import Scene, SceneObject
@@ -26,10 +27,13 @@ from r3.world.tiif_exact import (
     Region,
     Relation,
     answer,
+    check_type,
+    exact_scores,
     parse_question,
     score_questions,
+    type_refusal,
 )
-from r3.world.tiif_io import read_tiif_file, tiif_items
+from r3.world.tiif_io import prompt_records, read_tiif_file, tiif_items
 from r3.world.verifier import UnsupportedClassError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tiif_shapeworld.jsonl"
@@ -269,3 +273,48 @@ def test_a_coco_record_reads_but_needs_the_judge(tmp_path):
                                              f"{named}.*; set evaluate.judge to"):
             tiif_scorer(path, records, judge=wrong)
     assert tiif_scorer(path, records[:-1], judge=JUDGE) == "exact"  # a judge is used only where needed
+
+
+# ---------------------------------------------------------------- TIIF types ShapeWorld cannot draw
+
+
+@pytest.mark.parametrize("type_name,asks", [
+    ("3d_spatial_relation", "3D spatial relations"),
+    ("color+3d", "3D spatial relations"),
+    ("action+texture", "actions and textures"),
+    ("text", "rendered text"),
+    ("style", "styles"),
+    ("real_world", "real-world scenes"),
+])  # fmt: skip
+def test_a_type_shapeworld_cannot_draw_is_refused_in_one_line_naming_it(type_name, asks):
+    with pytest.raises(OutsideGrammarError, match=(
+            f"^TIIF type {re.escape(repr(type_name))} asks for {asks}, which ShapeWorld cannot draw; only a judge "
+            "can score it$")) as error:
+        check_type(type_name)
+    assert "\n" not in str(error.value) and isinstance(error.value, UnsupportedClassError)
+    record = {"tag": type_name, "questions": ["Is there a red circle in the image?"], "answers": ["yes"]}
+    with pytest.raises(OutsideGrammarError, match=re.escape(repr(type_name))):  # in the grammar, still refused
+        exact_scores(render(scene(RED_CIRCLE))[None], [record])
+
+
+@pytest.mark.parametrize("type_name", ["shape+color", "2d_spatial_relation", "numeracy", "numeracy+2d", "comparison",
+                                       "negation+color", "differentiation", "counting", "region"])
+def test_the_types_shapeworld_draws_and_names_of_other_files_are_exact(type_name):
+    assert type_refusal(type_name) is None
+    check_type(type_name)
+
+
+def test_a_file_with_a_type_shapeworld_cannot_draw_needs_the_judge(tmp_path):
+    path = tmp_path / "tiif.jsonl"
+    three_d = {"type": "3d_spatial_relation", "short_description": "A red circle in front of a blue square.",
+               "long_description": "A red circle stands in front of a blue square, hiding part of it.",
+               "yn_question_list": ["Is there a red circle in the image?"], "yn_answer_list": ["yes"]}
+    path.write_text(EXAMPLE.read_text() + json.dumps(three_d) + "\n")
+    records = read_tiif_file(path)
+    with pytest.raises(InputError, match=(
+            f"^{re.escape(str(path))}:{len(records)}: TIIF type '3d_spatial_relation' asks for 3D spatial relations, "
+            f"which ShapeWorld cannot draw \\(1 of {len(records)} records of the file are of such types\\), so the "
+            "file needs the judge reward, but evaluate.judge is not set; set evaluate.judge to")) as error:
+        tiif_scorer(path, records, judge=None)
+    assert "\n" not in str(error.value)
+    assert tiif_scorer(path, records, judge=JUDGE) == "judge"

@@ -1,4 +1,5 @@
-"""TIIF-Bench files: well-formed records read, every malformed line refused with one line naming file and line."""
+"""TIIF-Bench files: well-formed records read, every malformed line refused with one line naming file and line; written
+files read back, a malformed record is not written."""
 
 import json
 import re
@@ -7,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from r3.errors import InputError
-from r3.world.tiif_io import TiifFileError, TiifItem, TiifRecord, is_tiif_file, read_tiif_file, tiif_items
+from r3.world.tiif_io import (
+    TiifFileError,
+    TiifItem,
+    TiifRecord,
+    is_tiif_file,
+    prompt_records,
+    read_tiif_file,
+    tiif_items,
+    write_tiif_file,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tiif_shapeworld.jsonl"
 
@@ -101,3 +111,17 @@ def test_a_missing_or_undecodable_file_is_refused(tmp_path):
     path.write_bytes(b'{"type": "\xff"}\n')
     with pytest.raises(TiifFileError, match="latin1.jsonl: not UTF-8 text"):
         read_tiif_file(path)
+
+
+def test_a_written_file_reads_back_and_a_malformed_record_is_not_written(tmp_path):
+    path = tmp_path / "out" / "tiif.jsonl"
+    write_tiif_file(path, [with_(type="color"), COCO])
+    records = read_tiif_file(path)
+    assert [r.type for r in records] == ["color", "2d_spatial_relation"] and records[1].questions == tuple(
+        COCO["yn_question_list"])
+    assert prompt_records(tiif_items(records[1:]))[1] == {
+        "prompt": COCO["long_description"], "tag": "2d_spatial_relation", "questions": COCO["yn_question_list"],
+        "answers": COCO["yn_answer_list"]}
+    with pytest.raises(ValueError, match=r"^write_tiif_file: record 1: yn_answer_list\[0\] 'maybe' is not 'yes'"):
+        write_tiif_file(tmp_path / "bad.jsonl", [COCO, with_(yn_answer_list=["maybe", "yes", "yes"])])
+    assert not (tmp_path / "bad.jsonl").exists()

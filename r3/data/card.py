@@ -1,5 +1,5 @@
-"""The synth stage's summary: metrics.json (row counts per table, split and tag), a data card,
-and one sample grid per tag."""
+"""The synth stage's summary: metrics.json (row counts per table, split and tag; the TIIF suite's records per split
+and type), a data card, and one sample grid per tag."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,10 @@ import polars as pl
 
 from r3.data.grid import image_grid
 from r3.data.io import decode_png
+from r3.data.tiif_suite import TYPE_DOCS, TYPES
 from r3.machine import machine_facts
+from r3.world.tiif_exact import JUDGE_ONLY_PARTS
+from r3.world.tiif_io import TiifRecord
 from r3.world.verifier import ENTRY_KEYS
 
 TABLE_DOCS = {
@@ -58,6 +61,54 @@ def synth_metrics(counts: dict[str, dict[str, dict[str, int]]]) -> dict:
     }
 
 
+def tiif_metrics(tiif: dict[str, list[TiifRecord]]) -> dict:
+    """{split: {"records": n, "per_type": {type: n}}} of the TIIF suite's records per split."""
+    return {split: {"records": len(records), "per_type": {t: sum(r.type == t for r in records) for t in TYPES}}
+            for split, records in tiif.items()}
+
+
+def tiif_card(tiif: dict[str, list[TiifRecord]]) -> list[str]:
+    """The data card's section on the TIIF suite: format, types with their counts and answers, what is exact, which
+    TIIF-Bench types are refused."""
+    train, heldout = tiif["train"], tiif["heldout"]
+
+    def answers(t: str) -> str:
+        given = [a for r in train + heldout if r.type == t for a in r.answers]
+        return f"{given.count('yes')} / {given.count('no')}"
+
+    refused: dict[str, list[str]] = {}
+    for part, asks in JUDGE_ONLY_PARTS.items():
+        refused.setdefault(asks, []).append(f"`{part}`")
+    return [
+        "## TIIF suite (`tiif/train.jsonl`, `tiif/heldout.jsonl`)",
+        "",
+        "TIIF-Bench's jsonl format: one record a line with exactly `type`, `short_description`, `long_description`,",
+        "`yn_question_list` and `yn_answer_list` (`r3.world.tiif_io.read_tiif_file` reads these files as it reads",
+        "the benchmark's). A record describes its whole image: the objects it names and nothing else. The short",
+        "description is in GenEval's phrasing and the tiny model's vocabulary; the long one says the same in more,",
+        "free words. Its four questions ask only what the description decides (shapes, the colours and sizes it",
+        "gives, counts, the relation it names, what it says is absent): their answers are read off the scene drawn",
+        "for the record and hold on every image that follows the description; every record has both answers. Every",
+        "question is in the ShapeWorld grammar (`r3.world.tiif_exact`), so the suite is scored exactly, from the",
+        "objects the verifier reads off an image: the evaluate stage's `tiif_short` / `tiif_long` (held-out) and",
+        "the `tiif` reward (train). Train and held-out share no description (short or long); each split's",
+        "descriptions are distinct. The suite draws from its own random streams: the tables above are the same with",
+        "or without it.",
+        "",
+        "| type (TIIF-Bench's name) | records describe | train records | held-out records | answers yes / no | "
+        "example (short description) |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+        *(f"| {t} | {TYPE_DOCS[t]} | {sum(r.type == t for r in train)} | {sum(r.type == t for r in heldout)} | "
+          f"{answers(t)} | {next((r.short_description for r in heldout if r.type == t), '-')} |" for t in TYPES),
+        "",
+        "TIIF-Bench types that ask for what ShapeWorld cannot draw are refused by the exact scorer in one line naming",
+        "the type (`r3.world.tiif_exact.type_refusal`; only the judge reward scores them): every type with a part "
+        + "; ".join(f"{' / '.join(parts)} ({asks})" for asks, parts in refused.items()) + ".",
+        "TIIF-Bench's combinations of the drawn types (color+2d, shape+2d, numeracy+color, comparison+2d, ...) are",
+        "ShapeWorld's too and a file of them scores exactly, but the suite does not draw them.",
+    ]
+
+
 TagFields = tuple[str, str, str, str]
 """(suite, tag, the include fields its records use, an example prompt)."""
 
@@ -83,10 +134,11 @@ def record_fields(table_path: Path) -> list[TagFields]:
     return rows
 
 
-def data_card(metrics: dict, redrawn: dict[str, int], canvas: int, seed: int, fields: list[TagFields]) -> str:
+def data_card(metrics: dict, redrawn: dict[str, int], canvas: int, seed: int, fields: list[TagFields],
+              tiif: dict[str, list[TiifRecord]]) -> str:
     """The card; `redrawn` counts, per table (and for the held-out pool), the prompts dropped and drawn again
     because their objects could not be placed on the canvas (mentioned only when there were any); `fields` are
-    record_fields of a table."""
+    record_fields of a table; `tiif` the TIIF suite's records per split."""
     lines = [
         "# ShapeWorld synthetic data",
         "",
@@ -118,6 +170,7 @@ def data_card(metrics: dict, redrawn: dict[str, int], canvas: int, seed: int, fi
         where = ", ".join(f"{name} {n}" for name, n in redrawn.items() if n)
         lines += ["", f"Prompts redrawn because their objects could not be placed on the canvas: "
                       f"{sum(redrawn.values())} ({where})."]
+    lines += ["", *tiif_card(tiif)]
     return "\n".join(lines) + "\n"
 
 
@@ -136,11 +189,12 @@ def tag_grids(enrichment_path: Path, out_dir: Path, per_tag: int = 8) -> list[Pa
 
 
 def write_summary(counts: dict, redrawn: dict[str, int], canvas: int, seed: int, fields: list[TagFields],
-                  metrics_path: Path, card_path: Path, threads: int) -> dict:
-    """metrics.json (row counts and the machine, with the stage's `threads`) and the data card; the metrics."""
+                  tiif: dict[str, list[TiifRecord]], metrics_path: Path, card_path: Path, threads: int) -> dict:
+    """metrics.json (row counts, the TIIF suite's records and the machine, with the stage's `threads`) and the data
+    card; the metrics."""
     metrics = synth_metrics(counts)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    recorded = {**metrics, "machine": machine_facts(threads)}
+    recorded = {**metrics, "tiif": tiif_metrics(tiif), "machine": machine_facts(threads)}
     metrics_path.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
-    card_path.write_text(data_card(metrics, redrawn, canvas, seed, fields))
+    card_path.write_text(data_card(metrics, redrawn, canvas, seed, fields, tiif))
     return recorded

@@ -7,6 +7,7 @@ Tables (one Parquet file per split, images as PNG bytes):
   reflection   (image, prompt) -> stop answer or the instruction that fixes the image (balanced)
   vqa          (image, question) -> exact one-word answer (count / color / position / size)
   ita          (image, prompt) -> aligned yes / no (balanced per tag)
+and, beside them, the TIIF suite (r3.data.tiif_suite: TIIF-Bench jsonl files, train and held-out).
 
 Train and held-out never share a prompt text: per tag a fraction of the prompt texts seen in a
 candidate draw is held out, held-out rows are drawn from those candidates and train rows are
@@ -60,6 +61,18 @@ class SynthConfig(Config):
 
     max_rejections: int = Field(10_000, ge=1)
     """Train draws that may fall on held-out texts in a row before the stage gives up."""
+
+    tiif_train_per_type: int = Field(50, ge=1)
+    """Train records per type of the TIIF suite (r3.data.tiif_suite; its own random streams: the tables above are
+    drawn as without it)."""
+
+    tiif_heldout_per_type: int = Field(25, ge=1)
+    """Held-out records per type of the TIIF suite, each with a short and a long description (the evaluate stage's
+    tiif_short and tiif_long)."""
+
+    def tiif_per_type(self) -> dict[str, int]:
+        """The TIIF suite's records per type of each split (r3.data.tiif_suite.tiif_suite)."""
+        return {"train": self.tiif_train_per_type, "heldout": self.tiif_heldout_per_type}
 
 
 @dataclass(frozen=True)

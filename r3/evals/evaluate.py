@@ -5,7 +5,8 @@ only on the others), generation accuracy per suite and tag after each round, sca
 against best-of-N at equal compute on the scaling suite (trained checkpoints; r3.evals.best_of_n),
 and ITA / VQA on the synth held-out tables. Writes metrics.json, report.md, plots/*.csv (DVC plots)
 and figures/*.png. Everything is deterministic (see r3.evals.r3_loop): two runs give equal numbers.
-A TIIF-Bench file as evaluate.prompts runs as two suites, tiif_short and tiif_long (r3.evals.tiif).
+The synth TIIF suite's held-out records (r3.data.tiif_suite), or a TIIF-Bench file as evaluate.prompts, run as two
+suites, tiif_short and tiif_long, scored per type (r3.evals.tiif).
 
 The work splits into shards, one per (checkpoint, suite) and one per checkpoint for ITA / VQA; each
 shard runs exactly the batches the whole evaluation would, so a `ShardMap` may run them anywhere in
@@ -28,6 +29,7 @@ from pydantic import Field, model_validator
 from r3.config import BaseConfig, Config
 from r3.data.io import read_table
 from r3.data.table import Table
+from r3.data.tiif_suite import read_split, suite_file
 from r3.errors import InputError
 from r3.evals import report, tiif
 from r3.evals.benchmarks import generation_by_round, make_score_fn, understanding, unsupported
@@ -39,7 +41,7 @@ from r3.models.registry import ModelConfig, build_model, load_checkpoint
 from r3.rewards.base import RewardConfig, build_reward
 from r3.world.geneval_io import read_prompt_file
 from r3.world.prompts import GENEVAL_PP_TAGS, GENEVAL_TAGS, SUITES
-from r3.world.tiif_io import DESCRIPTIONS, is_tiif_file, read_tiif_file, tiif_items
+from r3.world.tiif_io import DESCRIPTIONS, TiifRecord, is_tiif_file, prompt_records, read_tiif_file, tiif_items
 
 REFERENCE = "sft"
 """Checkpoint the report's arrows compare against."""
@@ -51,7 +53,8 @@ class EvaluateConfig(Config):
     prompts: Path | None = None
     """A GenEval / GenEval++ jsonl file to evaluate generation on (one suite, every record through the loop), or a
     TIIF-Bench jsonl file (recognised by its keys; two suites, tiif_short through the loop and tiif_long, tags =
-    types); None = the synth held-out prompts of both suites."""
+    types); None = the synth held-out prompts of both suites and the synth TIIF suite's held-out records (tiif_short
+    and tiif_long, round 0 only)."""
     per_tag: int | None = Field(40, ge=1)
     """Prompts per tag (the first ones, in file order); None = all of them."""
     max_rounds: int = Field(3, ge=0)
@@ -104,7 +107,7 @@ class PromptSet:
     rounds: int
     """Reflect-refine rounds these prompts run."""
     scorer: tiif.Scorer | None = None
-    """How TIIF items are scored (records of r3.evals.tiif.prompt_records); None = GenEval records (the verifier,
+    """How TIIF items are scored (records of r3.world.tiif_io.prompt_records); None = GenEval records (the verifier,
     the judge outside ShapeWorld)."""
 
 
@@ -174,25 +177,25 @@ def first_per_tag(records: list[dict[str, Any]], per_tag: int | None) -> list[di
     return kept
 
 
-def tiif_sets(path: Path, cfg: EvaluateConfig) -> list[PromptSet]:
-    """A TIIF file as the suites tiif_short (through the reflect-refine rounds) and tiif_long (round 0), tagged by
-    type; every line is read and the file's scorer decided first."""
-    records = read_tiif_file(path)
+def tiif_sets(path: Path, records: list[TiifRecord], cfg: EvaluateConfig, short_rounds: int) -> list[PromptSet]:
+    """The records of a TIIF file as the suites tiif_short (`short_rounds` reflect-refine rounds) and tiif_long
+    (round 0), tagged by type; the file's scorer is decided first."""
     scorer = tiif.tiif_scorer(path, records, cfg.judge)
     items = tiif_items(records)
     sets = []
     for description in DESCRIPTIONS:
-        chosen = first_per_tag(tiif.prompt_records([i for i in items if i.description == description]), cfg.per_tag)
-        rounds = cfg.max_rounds if description == DESCRIPTIONS[0] else 0
+        chosen = first_per_tag(prompt_records([i for i in items if i.description == description]), cfg.per_tag)
+        rounds = short_rounds if description == DESCRIPTIONS[0] else 0
         sets.append(PromptSet(tiif.suite(description), chosen, [r["tag"] for r in chosen], rounds, scorer))
     return sets
 
 
 def prompt_sets(cfg: EvaluateConfig, synth_dir: Path) -> list[PromptSet]:
-    """The prompt file as one suite (a TIIF file as two), or the synth held-out prompts per suite; fails before any
+    """The prompt file as one suite (a TIIF file as two), or the synth held-out prompts per suite and the synth TIIF
+    suite's held-out records as tiif_short and tiif_long (round 0: the scaling suite alone loops); fails before any
     work if some record is outside ShapeWorld and no judge reward is configured."""
     if cfg.prompts is not None and is_tiif_file(cfg.prompts):
-        return tiif_sets(cfg.prompts, cfg)
+        return tiif_sets(cfg.prompts, read_tiif_file(cfg.prompts), cfg, cfg.max_rounds)
     if cfg.prompts is not None:
         records = first_per_tag(read_prompt_file(cfg.prompts), cfg.per_tag)
         if not records:
@@ -212,7 +215,8 @@ def prompt_sets(cfg: EvaluateConfig, synth_dir: Path) -> list[PromptSet]:
         if records:
             rounds = cfg.max_rounds if suite == cfg.scaling_suite else 0
             sets.append(PromptSet(suite, records, [r["tag"] for r in records], rounds))
-    return sets
+    heldout = suite_file(synth_dir, "heldout")
+    return sets + tiif_sets(heldout, read_split(heldout), cfg, short_rounds=0)
 
 
 def load_model(checkpoint: Path | None, model_config: ModelConfig, seed: int) -> TrainableUnifiedModel:
@@ -299,6 +303,20 @@ def headline(metrics: dict) -> dict[str, float]:
     return flat
 
 
+def score_note(prompt_set: PromptSet, judge: bool, looped: PromptSet) -> str:
+    """The report's line on how a kind of suite is scored: GenEval records (the verifier, the judge outside
+    ShapeWorld where one is set) or TIIF items."""
+    if prompt_set.scorer is None:
+        outside = ", judge outside ShapeWorld." if judge else "."
+        return f"Generation scores: exact ShapeWorld verifier (strict){outside}"
+    by = "exactly, on the objects the verifier reads off it" if prompt_set.scorer == "exact" else "by evaluate.judge"
+    note = (f"TIIF scores: the share of a prompt's yes/no questions answered as expected on its image, {by}; a "
+            "type's figure is the mean over its prompts, overall the mean of the types")
+    if looped.scorer is None:
+        return note + "."
+    return note + "; the scaling, reflection and best-of-N tables count a prompt right when all its questions are."
+
+
 def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, Path | None], synth_dir: Path,
                  out_dir: Path, model_config: ModelConfig, map_shards: ShardMap | None = None) -> EvalResult:
     """Evaluate every named checkpoint (None = untrained) and write metrics.json, report.md, plots/ and figures/.
@@ -353,19 +371,15 @@ def run_evaluate(base: BaseConfig, cfg: EvaluateConfig, checkpoints: dict[str, P
         if figure.parent.resolve() != figure_dir.resolve():
             shutil.copyfile(figure, figure_dir / figure.name)
         figures.append(figure_dir / figure.name)
-    source = str(cfg.prompts) if cfg.prompts is not None else f"synth held-out prompts ({synth_dir / 'heldout'})"
-    scores_note = "Generation scores: exact ShapeWorld verifier (strict)" + (
-        ", judge outside ShapeWorld." if cfg.judge else ".")
-    if sets[0].scorer is not None:
-        by = "exactly, on the objects the verifier reads off it" if sets[0].scorer == "exact" else "by evaluate.judge"
-        scores_note = (f"TIIF scores: the share of a prompt's yes/no questions answered as expected on its image, "
-                       f"{by}; a type's figure is the mean over its prompts, overall the mean of the types; the "
-                       "scaling, reflection and best-of-N tables count a prompt right when all its questions are.")
+    source = str(cfg.prompts) if cfg.prompts is not None else (
+        f"synth held-out prompts ({synth_dir / 'heldout'}) and TIIF suite ({suite_file(synth_dir, 'heldout')})")
+    by_kind = ([s for s in sets if s.scorer is None], [s for s in sets if s.scorer is not None])  # GenEval, TIIF
+    scores_notes = [score_note(kind[0], cfg.judge is not None, looped) for kind in by_kind if kind]
     notes = [
         f"Prompts: {source}; " + ", ".join(f"{len(s.records)} {report.suite_title(s.suite)}" for s in sets) + ".",
         f"Sampling: ODE, {cfg.sampling.steps} steps, cfg {cfg.sampling.cfg_scale}, reasoning temperature "
         f"{cfg.sampling.temperature}, greedy reflections, evaluation seed {cfg.seed}.",
-        scores_note,
+        *scores_notes,
         "ITA / VQA: synth held-out tables.",
     ]
     if report.compute_rows(metrics):

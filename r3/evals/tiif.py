@@ -2,11 +2,11 @@
 scores per type with 95% intervals.
 
 A TIIF record's two prompts (short and long description) are each scored by the share of the record's yes/no
-questions whose answer on the generated image is the expected one. A file whose every question is in the
-ShapeWorld grammar (r3.world.tiif_exact) is scored exactly, from the scene the verifier reads off the image;
-any other file needs the judge reward (evaluate.judge), for all of its questions, so that the numbers of one file
-never mix two scorers. The evaluate stage runs the short and the long descriptions as two suites, tiif_short and
-tiif_long, tagged by type.
+questions whose answer on the generated image is the expected one. A file whose every record is of a type ShapeWorld
+can draw and whose every question is in the ShapeWorld grammar (r3.world.tiif_exact) is scored exactly, from the
+scene the verifier reads off the image; any other file needs the judge reward (evaluate.judge), for all of its
+questions, so that the numbers of one file never mix two scorers. The evaluate stage runs the short and the long
+descriptions as two suites, tiif_short and tiif_long, tagged by type.
 """
 
 from collections.abc import Sequence
@@ -20,8 +20,8 @@ from r3.evals.benchmarks import accuracy_by_tag
 from r3.evals.r3_loop import R3Trace, ScoreFn
 from r3.evals.report import wilson_interval
 from r3.rewards.base import Reward, RewardConfig
-from r3.world.tiif_exact import detected_scenes, in_grammar, score_questions
-from r3.world.tiif_io import TiifItem, TiifRecord
+from r3.world.tiif_exact import exact_scores, in_grammar, type_refusal
+from r3.world.tiif_io import DESCRIPTIONS, TiifRecord
 
 Scorer = Literal["exact", "judge"]
 
@@ -36,42 +36,42 @@ def suite(description: str) -> str:
     return f"tiif_{description}"
 
 
+TIIF_SUITES = tuple(suite(d) for d in DESCRIPTIONS)
+
+
+def _judge_only(path: str | Path, records: Sequence[TiifRecord]) -> str | None:
+    """Why the file needs the judge ("{path}:{line}: ..."), naming its first record of a type ShapeWorld cannot draw,
+    else its first question outside the grammar; None when every record can be scored exactly."""
+    refused = [(r.line, refusal) for r in records if (refusal := type_refusal(r.type))]
+    if refused:
+        line, refusal = refused[0]
+        return (f"{path}:{line}: {refusal} ({len(refused)} of {len(records)} records of the file are "
+                "of such types), so the file needs the judge reward")
+    outside = [(r.line, q) for r in records for q in r.questions if not in_grammar(q)]
+    if outside:
+        line, question = outside[0]
+        total = sum(len(r.questions) for r in records)
+        return (f"{path}:{line}: question {question!r} is outside the ShapeWorld question grammar ({len(outside)} of "
+                f"{total} questions of the file are), so the file needs the judge reward")
+    return None
+
+
 def tiif_scorer(path: str | Path, records: Sequence[TiifRecord], judge: RewardConfig | None) -> Scorer:
-    """"exact" when every question of the file is in the ShapeWorld grammar, else "judge"; an InputError (one line
-    naming the file, line and question, and the setting) when the file needs a judge and none is set, or the one set
-    is not the judge reward in partial mode (whose score is the share of questions answered as expected)."""
+    """"exact" when every record is of a type ShapeWorld can draw and every question is in the ShapeWorld grammar,
+    else "judge"; an InputError (one line naming the file, line and type or question, and the setting) when the file
+    needs a judge and none is set, or the one set is not the judge reward in partial mode (whose score is the share of
+    questions answered as expected)."""
     if not records:
         raise InputError(f"{path}: no TIIF records in the file; give a file with records")
-    outside = [(r.line, q) for r in records for q in r.questions if not in_grammar(q)]
-    if not outside:
+    needs = _judge_only(path, records)
+    if needs is None:
         return "exact"
-    line, question = outside[0]
-    total = sum(len(r.questions) for r in records)
-    needs = (f"{path}:{line}: question {question!r} is outside the ShapeWorld question grammar ({len(outside)} of "
-             f"{total} questions of the file are), so the file needs the judge reward")
     if judge is None:
         raise InputError(f"{needs}, but {JUDGE_SETTING} is not set; {JUDGE_FIX}")
     if judge.name != "judge" or judge.params.get("mode", "partial") != "partial":
         raise InputError(f"{needs} in partial mode (the share of questions answered as expected), but {JUDGE_SETTING} "
                          f"is {judge.name!r} in mode {judge.params.get('mode', 'default')!r}; {JUDGE_FIX}")
     return "judge"
-
-
-def prompt_records(items: Sequence[TiifItem]) -> list[dict[str, Any]]:
-    """The items as prompt records of the R3 loop: {"prompt", "tag": the type, "questions", "answers"} (the judge
-    reward asks such a record its own questions)."""
-    return [{"prompt": i.prompt, "tag": i.type, "questions": list(i.questions), "answers": list(i.answers)}
-            for i in items]
-
-
-def exact_scores(images: np.ndarray, records: Sequence[dict[str, Any]]) -> np.ndarray:
-    """(N,) TIIF scores of N ShapeWorld images (N, H, W, 3), one prompt record each: the share of its questions
-    answered as expected on the scene the verifier detects."""
-    if len(images) != len(records):
-        raise ValueError(f"exact_scores: {len(images)} images but {len(records)} records")
-    scenes = detected_scenes(images)
-    return np.array([score_questions(r["questions"], r["answers"], scene)
-                     for r, scene in zip(records, scenes, strict=True)])
 
 
 def score_fn(scorer: Scorer, judge: Reward | None) -> ScoreFn:

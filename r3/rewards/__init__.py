@@ -12,6 +12,7 @@ from r3.rewards.base import (
 )
 from r3.rewards.intrinsic import IntrinsicReward
 from r3.rewards.judge import JudgeReward, JudgeUnavailableError
+from r3.rewards.tiif import TiifReward
 from r3.rewards.verifier import VerifierReward
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "JudgeUnavailableError",
     "Reward",
     "RewardConfig",
+    "TiifReward",
     "VerifierReward",
     "WeightedReward",
     "ZeroReward",

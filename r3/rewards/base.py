@@ -17,6 +17,7 @@ from r3.config import Config
 from r3.rewards.inputs import check_batch
 from r3.rewards.intrinsic import IntrinsicReward
 from r3.rewards.judge import JudgeReward
+from r3.rewards.tiif import TiifReward
 from r3.rewards.verifier import VerifierReward
 
 
@@ -36,7 +37,7 @@ class RewardConfig(Config):
     """Which reward to build; `weighted` nests one config per component."""
 
     name: str
-    """A REGISTRY key ('verifier', 'intrinsic', 'judge', 'none') or 'weighted'."""
+    """A REGISTRY key ('verifier', 'intrinsic', 'judge', 'tiif', 'none') or 'weighted'."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of that reward's constructor, e.g. {'mode': 'strict'}; empty for 'weighted'."""
     components: tuple[RewardConfig, ...] = ()
@@ -121,6 +122,7 @@ REGISTRY: dict[str, Callable[..., Reward]] = {
     "verifier": VerifierReward,
     "intrinsic": IntrinsicReward,
     "judge": JudgeReward,
+    "tiif": TiifReward,
     "none": no_reward,
 }
 

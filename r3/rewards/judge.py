@@ -6,7 +6,7 @@ sizes, relations, GenEval++'s regions and relative sizes, from the prompt record
 strict = 1 iff every asked fact holds; partial = fraction of asked facts that hold. The facts
 decide; "aligned" is requested (it makes the model commit) but not trusted over them.
 
-A record with "questions" and "answers" (a TIIF item, r3.evals.tiif.prompt_records) is asked its own yes/no
+A record with "questions" and "answers" (a TIIF item, r3.world.tiif_io.prompt_records) is asked its own yes/no
 questions instead and answers {"answers": ["yes", "no", ...]}; strict = 1 iff every answer is the expected one,
 partial = the share that are (TIIF's score).
 

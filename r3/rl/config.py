@@ -43,6 +43,18 @@ class RolloutSettings:
     """Null control: hand each group's rewards out among its samples in a random order before advantages."""
 
 
+TIIF_REWARDS = ("tiif",)
+"""Rewards that score TIIF prompt records only (rl.prompts: tiif)."""
+
+GENEVAL_REWARDS = ("verifier", "none")
+"""Rewards that score GenEval records only (the verifier; `none` logs the verifier's score)."""
+
+
+def reward_names(reward: RewardConfig) -> list[str]:
+    """The reward's name, or for `weighted` its components' names (recursively)."""
+    return [name for c in reward.components for name in reward_names(c)] if reward.components else [reward.name]
+
+
 class RlConfig(Config):
     """The `rl` section of params.yaml."""
 
@@ -123,7 +135,12 @@ class RlConfig(Config):
     grad_clip: float = Field(1.0, gt=0)
     """Global gradient-norm clip."""
     reward: RewardConfig = RewardConfig(name="verifier", params={"mode": "strict"})
-    """Alignment reward r (the exact verifier's strict 0/1 verdict: docs/method.md, Departures)."""
+    """Alignment reward r (the exact verifier's strict 0/1 verdict: docs/method.md, Departures); `tiif` (the exact
+    TIIF score of a TIIF prompt record) needs prompts: tiif."""
+    prompts: Literal["synth", "tiif"] = "synth"
+    """The train prompts RL draws: the synth train prompts table (GenEval records), or the synth TIIF suite's train
+    records (data/synth/tiif/train.jsonl, each record's short and long description with its yes/no questions), for
+    the tiif reward (or judge / intrinsic). Validation and held-out checks stay on the synth prompts (strict)."""
     checkpoint_every: int = Field(50, ge=1)
     """Steps between resume checkpoints."""
     reasoning_format: Literal["parses", "satisfies"] = "parses"
@@ -176,7 +193,21 @@ class RlConfig(Config):
                              "that max_draws draws can hold: raise rl.max_draws or lower rl.min_informative_groups")
         if self.replay_weight > 0 and not self.replay_tasks:
             raise ValueError("rl: replay_weight > 0 needs at least one replay_tasks entry")
+        self._check_prompts()
         return self
+
+    def _check_prompts(self) -> None:
+        """The reward and the format check read the kind of record `prompts` draws."""
+        names = reward_names(self.reward)
+        if self.prompts != "tiif" and (tiif := next((n for n in names if n in TIIF_REWARDS), None)):
+            raise ValueError(f"rl.reward {tiif!r} scores TIIF prompt records, but rl.prompts is {self.prompts!r}: set "
+                             "rl.prompts=tiif (the synth TIIF suite's train records)")
+        if self.prompts == "tiif" and (geneval := next((n for n in names if n in GENEVAL_REWARDS), None)):
+            raise ValueError(f"rl.prompts is 'tiif', but rl.reward {geneval!r} scores GenEval records: set "
+                             "rl.reward.name=tiif (or judge)")
+        if self.prompts == "tiif" and self.reasoning_format == "satisfies":
+            raise ValueError("rl.prompts is 'tiif', but rl.reasoning_format 'satisfies' checks layouts against "
+                             "GenEval records: set rl.reasoning_format=parses")
 
     def rollout_settings(self) -> RolloutSettings:
         text = SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)

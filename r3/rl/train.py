@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from r3.config import BaseConfig
 from r3.data.table import Table, spread_index, spread_rows
+from r3.data.tiif_suite import prompt_table
 from r3.evals import heldout
 from r3.models.interface import TrainableUnifiedModel
 from r3.models.registry import load_checkpoint
@@ -253,6 +254,8 @@ def train_rl(base: BaseConfig, cfg: RlConfig, init_checkpoint: Path, synth_dir: 
             f"rl: checkpoint {init_checkpoint} has canvas {reference.config.canvas}, base.canvas is {base.canvas}"
         )
     prompts, validation = validation_split(Table.load(synth_dir / "train" / "prompts.parquet"), cfg.validation_rows)
+    if cfg.prompts == "tiif":  # RL draws none of the synth prompts: the validation rows stay as they are
+        prompts = prompt_table(synth_dir, "train")
     if len(prompts) < cfg.prompts_per_step:
         raise ValueError(f"rl: {len(prompts)} train prompts (after {len(validation)} validation rows) < "
                          f"prompts_per_step={cfg.prompts_per_step}: lower rl.validation_rows or rl.prompts_per_step")

@@ -20,12 +20,15 @@ A closed grammar of the questions ShapeWorld can express (case and runs of space
 NOUN is [small|large] [COLOR] SHAPE, SHAPE one of r3.world.scene.SHAPES or "object" (any shape); NOUNS its plural.
 "in the image" may be left out of presence, absence and count questions.
 "The NOUN" names every object matching it, as GenEval's facts do (r3.world.verifier.entry_facts). A question
-outside the grammar raises OutsideGrammarError naming it: only a judge can answer it.
+outside the grammar raises OutsideGrammarError naming it: only a judge can answer it. So does a record of a TIIF-Bench
+type that asks for what ShapeWorld cannot draw (JUDGE_ONLY_PARTS: 3D relations, actions, textures, rendered text,
+styles, real-world scenes), whatever its questions.
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +51,32 @@ ANY_SHAPE = "object"
 
 
 class OutsideGrammarError(UnsupportedClassError):
-    """A question the ShapeWorld grammar cannot express (a judge has to answer it); the message names it."""
+    """A question the ShapeWorld grammar cannot express, or a TIIF type ShapeWorld cannot draw (a judge has to score
+    it); the message names it."""
+
+
+JUDGE_ONLY_PARTS = {
+    "3d": "3D spatial relations", "3d_spatial_relation": "3D spatial relations", "action": "actions",
+    "texture": "textures", "text": "rendered text", "style": "styles", "real_world": "real-world scenes",
+}  # fmt: skip
+"""The parts of TIIF-Bench's type names (a type is one part or several joined by "+": "action+3d", "shape+color")
+that ShapeWorld cannot draw, and what they ask for. The others (shape, color, 2d, 2d_spatial_relation, numeracy,
+comparison, negation, differentiation) and types of other files ("counting", "region") are ShapeWorld's."""
+
+
+def type_refusal(type_name: str) -> str | None:
+    """Why ShapeWorld cannot express a TIIF type ("TIIF type '3d_spatial_relation' asks for 3D spatial relations,
+    which ShapeWorld cannot draw"); None when it can."""
+    asked = [JUDGE_ONLY_PARTS[part] for part in type_name.strip().lower().split("+") if part in JUDGE_ONLY_PARTS]
+    if not asked:
+        return None
+    return f"TIIF type {type_name!r} asks for {' and '.join(dict.fromkeys(asked))}, which ShapeWorld cannot draw"
+
+
+def check_type(type_name: str) -> None:
+    """OutsideGrammarError, one line naming the type, when ShapeWorld cannot express it."""
+    if refusal := type_refusal(type_name):
+        raise OutsideGrammarError(f"{refusal}; only a judge can score it")
 
 
 @dataclass(frozen=True)
@@ -254,6 +282,23 @@ def score_questions(questions: Sequence[str], answers: Sequence[str], scene: Sce
         raise ValueError(f"score_questions: {len(questions)} questions for {len(answers)} answers (need >= 1 each)")
     parsed = [parse_question(q) for q in questions]
     return sum(answer(q, scene) == a for q, a in zip(parsed, answers, strict=True)) / len(parsed)
+
+
+def record_score(record: Mapping[str, Any], scene: Scene) -> float:
+    """score_questions of a TIIF prompt record ({"tag": its type, "questions", "answers"}: r3.world.tiif_io.
+    prompt_records) on a scene; OutsideGrammarError for a type ShapeWorld cannot draw or a question outside the
+    grammar."""
+    check_type(record["tag"])
+    return score_questions(record["questions"], record["answers"], scene)
+
+
+def exact_scores(images: np.ndarray, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """(N,) TIIF scores of N ShapeWorld images (N, H, W, 3), one prompt record each: the share of its questions
+    answered as expected on the scene the verifier detects (record_score)."""
+    if len(images) != len(records):
+        raise ValueError(f"exact_scores: {len(images)} images but {len(records)} records")
+    return np.array([record_score(r, scene) for r, scene in zip(records, detected_scenes(images), strict=True)],
+                    dtype=np.float64)
 
 
 def detected_scenes(images: np.ndarray) -> list[Scene]:

@@ -13,6 +13,7 @@ wrong>; <the fix>", an InputError that the stage CLIs print alone with exit code
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,19 @@ def read_tiif_file(path: str | Path) -> list[TiifRecord]:
     return records
 
 
+def write_tiif_file(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
+    """One record a line, keys in RECORD_KEYS order; ValueError (naming the record) for a record that
+    read_tiif_file would refuse, so that every file written here reads back."""
+    lines = []
+    for i, record in enumerate(records):
+        if problem := record_problem(record):
+            raise ValueError(f"write_tiif_file: record {i}: {problem}")
+        lines.append(json.dumps({key: record[key] for key in RECORD_KEYS}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
 def is_tiif_file(path: str | Path) -> bool:
     """The first non-blank line of the file is a JSON object with a TIIF key; False for a file that cannot be read
     so (the GenEval reader then names what is wrong with it)."""
@@ -133,3 +147,10 @@ def tiif_items(records: list[TiifRecord]) -> list[TiifItem]:
     """The prompt items of the records: each record's short then its long description, records in file order."""
     return [TiifItem(type=r.type, description=d, prompt=getattr(r, f"{d}_description"), questions=r.questions,
                      answers=r.answers) for r in records for d in DESCRIPTIONS]
+
+
+def prompt_records(items: Sequence[TiifItem]) -> list[dict[str, Any]]:
+    """The items as prompt records: {"prompt", "tag": the type, "questions", "answers"}, the records the R3 loop, the
+    tiif reward (r3.world.tiif_exact.exact_scores) and the judge reward (which asks them their own questions) take."""
+    return [{"prompt": i.prompt, "tag": i.type, "questions": list(i.questions), "answers": list(i.answers)}
+            for i in items]
