@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from r3.config import BaseConfig
 from r3.data.synth import TABLES, SynthConfig, build_table, heldout_pool
+from r3.data.tiif_suite import write_suite
 from r3.data.table import Table
 from r3.evals.evaluate import EvaluateConfig, run_evaluate
 from r3.models.hf_composite import HfCompositeConfig, HfCompositeModel, HfLoraConfig
@@ -291,6 +292,7 @@ def test_sft_rl_and_evaluate_stages_run_on_a_lora_model(hf_parts: HfParts, tmp_p
     for split in ("train", "heldout"):
         for table in TABLES:
             build_table(table, split, base, synth, pool, tmp_path / "synth" / split / f"{table}.parquet")
+    write_suite(base, {"train": 1, "heldout": 1}, tmp_path / "synth" / "tiif")  # evaluate's TIIF suites
     config = hf_config(hf_parts, lora=HfLoraConfig(rank=2))
     two_steps = SamplingConfig(steps=2, cfg_scale=2.0, max_new_tokens=6)
     sft = train_sft(base, SftConfig(steps=2, batch_size=2, rotating_tasks_per_step=6, warmup_steps=1, eval_every=5,
