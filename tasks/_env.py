@@ -18,6 +18,10 @@ def configure_prefect_env() -> None:
     # The ephemeral API server is enough for `dvc repro`; `prefect server start` + PREFECT_API_URL
     # sends runs to the UI instead (README).
     os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    # A fresh clone's first stage creates the database and runs every migration before the server answers; on a
+    # busy 2-core machine that took longer than Prefect's 20 s default (measured: synth failed "Timed out while
+    # attempting to connect to ephemeral Prefect API server" from a fresh clone).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Dask's INFO lines (every worker start and stop) would drown the flow's own log under the dask runner.

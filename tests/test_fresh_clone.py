@@ -15,9 +15,6 @@ from flows import graph
 from test_pipeline_smoke import tiny_params
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_STARTUP_S = "120"
-"""Prefect's ephemeral API server start-up limit (20 s by default): the clone's first stage migrates a new Prefect
-database, on a CPU the rest of the suite is busy on."""
 
 
 def clone_env() -> dict[str, str]:
@@ -25,7 +22,6 @@ def clone_env() -> dict[str, str]:
     locations: the clone keeps its own (.prefect/, mlflow.db, mlartifacts/), as a new checkout does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = SERVER_STARTUP_S
     return env
 
 
