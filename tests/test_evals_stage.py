@@ -103,7 +103,7 @@ def test_the_synth_tiif_suite_is_scored_per_type_with_intervals_after_round_0(ru
     assert {"sft/tiif_short", "sft/tiif_long", "base/tiif_long"} <= set(metrics["headline"])
     assert "sft/tiif_short_r2" not in metrics["headline"]
     report = runs[0].report.read_text()
-    tiif_section = report.split("## TIIF-Bench", 1)[1].split("\n## ", 1)[0]
+    tiif_section = report.split("## TIIF-format suites", 1)[1].split("\n## ", 1)[0]
     assert f"Overall (n = {len(TYPES)})" in tiif_section and "| sft | TIIF long |" in tiif_section
     assert "Generation scores: exact ShapeWorld verifier (strict)." in report
     assert "TIIF scores: the share of a prompt's yes/no questions answered as expected on its image, exactly" in report
@@ -190,7 +190,7 @@ def test_a_tiif_file_evaluates_its_short_and_long_descriptions_per_type_with_int
     assert {"sft/tiif_short", "sft/tiif_short_r1", "sft/tiif_long"} <= set(headline)
     assert headline["sft/tiif_long"] == sft["tiif"]["tiif_long"]["overall"]["score"]
     report = result.report.read_text()
-    tiif_section = report.split("## TIIF-Bench", 1)[1].split("\n## ", 1)[0]
+    tiif_section = report.split("## TIIF-format suites", 1)[1].split("\n## ", 1)[0]
     assert f"Overall (n = {len(records)})" in tiif_section and "| sft | TIIF short |" in tiif_section
     assert "| sft | TIIF long |" in tiif_section and "color (n = 2)" in tiif_section
     assert "Table 1.1: TIIF short generation (mean TIIF score per type" in report and "TIIF scores: the share" in report

@@ -248,7 +248,7 @@ def _scored(score: dict) -> str:
 
 
 def tiif_table(metrics: dict) -> str:
-    """TIIF-Bench per checkpoint and description: the mean score per type and overall with its 95% Wilson interval,
+    """TIIF-format suites per checkpoint and description: the mean score per type and overall with its 95% Wilson interval,
     each column titled with the number of prompts it rests on (the same for both descriptions)."""
     first_suite, first = next(iter(next(r["tiif"] for r in metrics["checkpoints"].values()).items()))
     types = metrics["suites"][first_suite]
@@ -274,7 +274,7 @@ def render_report(metrics: dict, figures: Sequence[Path], out_dir: Path, notes: 
                   "as many prompts (evaluate.per_tag).", "", intervals, ""]
     tiif = tiif_suites(metrics)
     if tiif:
-        parts += ["## TIIF-Bench (mean share of each prompt's yes/no questions answered as expected, per type; 95% "
+        parts += ["## TIIF-format suites (mean share of each prompt's yes/no questions answered as expected, per type; 95% "
                   "Wilson interval)", "", "A score in [0, 1] varies at most as a yes/no outcome of the same mean does, "
                   "so the interval is conservative; overall = mean of the types, its n every prompt.", "",
                   tiif_table(metrics), ""]
