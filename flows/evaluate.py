@@ -1,6 +1,7 @@
 """Evaluate stage flow: SFT and RL checkpoints (and, with evaluate.untrained, an untrained model) side by side;
 report, plots, MLflow."""
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,14 @@ def compared(evaluate: EvaluateConfig) -> dict[str, Path | None]:
     return {name: path for name, path in CHECKPOINTS.items() if path is not None or evaluate.untrained}
 
 
+def tiif_type_scores(metrics: dict) -> dict:
+    """Each checkpoint's TIIF score per suite and type (score, low, high, n: 95% Wilson interval), keyed as MLflow
+    metric names allow: a combined type's '+' becomes '-' (shape+color -> shape-color)."""
+    return {name: {suite: {kind.replace("+", "-"): score for kind, score in by["per_type"].items()}
+                   for suite, by in result.get("tiif", {}).items()}
+            for name, result in metrics["checkpoints"].items()}
+
+
 @flow(name="evaluate")
 def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConfig) -> dict:
     """Shards run on `runner`, which changes no number and so is not part of the cache key."""
@@ -43,6 +52,7 @@ def evaluate_flow(base: BaseConfig, evaluate: EvaluateConfig, runner: RunnerConf
                      paths.EVALUATE_SCALING.parent: plots, paths.EVALUATE_FIGURES: figures})
         log_json_metrics(result["headline"])
         log_json_metrics(result["seconds"], prefix="seconds")
+        log_json_metrics(tiif_type_scores(json.loads(Path(metrics).read_text())), prefix="tiif")
         log = metric_logger(run.info.run_id)
         for name, curve in result["compute"].items():  # R3 vs best-of-N: one point per image budget N (the step)
             for row in curve:

@@ -80,6 +80,9 @@ def test_each_stage_is_one_tagged_mlflow_run(pipeline_run):
     curve = client.get_metric_history(evaluate.info.run_id, "rl/compute/best_of_n")
     assert [m.step for m in curve] == [1, 2]  # one point per image budget N = 1 .. max_rounds + 1
     assert {"sft/tiif_short", "sft/tiif_long", "rl/tiif_short", "rl/tiif_long"} <= set(evaluate.data.metrics)
+    per_type = {k for k in evaluate.data.metrics if k.startswith("tiif/rl/tiif_long/")}
+    assert {"tiif/rl/tiif_long/shape-color/score", "tiif/rl/tiif_long/shape-color/low",
+            "tiif/rl/tiif_long/negation/high", "tiif/rl/tiif_long/numeracy/n"} <= per_type
 
 
 def test_every_metrics_file_and_mlflow_run_records_the_machine(pipeline_run):
