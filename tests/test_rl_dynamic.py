@@ -115,7 +115,8 @@ def test_the_null_control_samples_the_same_rollouts_with_shuffled_advantages(
 def test_reflections_sample_at_their_own_temperature() -> None:
     settings = RlConfig(temperature=0.7, reflect_temperature=1.0).rollout_settings()
     assert (settings.text.temperature, settings.reflection.temperature) == (0.7, 1.0)
-    assert RlConfig(temperature=0.7).rollout_settings().reflection.temperature == 0.7
+    assert RlConfig().rollout_settings().reflection.temperature == 1.0  # the default: reflections apart
+    assert RlConfig(temperature=0.5, reflect_temperature=None).rollout_settings().reflection.temperature == 0.5
 
 
 def test_concatenated_texts_pad_to_the_longest_draw(inputs: tuple[Path, Path]) -> None:
