@@ -292,8 +292,10 @@ def red_fraction(checkpoint: Path, n: int = 32) -> float:
 def test_colour_reward_raises_that_colours_frequency(inputs: tuple[Path, Path], tmp_path: Path) -> None:
     init, synth = inputs
     # reason-only, no KL: the policy must move its images toward red (held-out red share +0.06 or more). On the
-    # GenEval++ suite as the file draws it, 60 steps moved seed 0's untrained model only +0.01; 100 steps pass.
-    cfg = rl_config(steps=100, lr=3e-3, refine_steps=0, group_size=8, max_new_tokens=4, kl=False, checkpoint_every=100)
+    # GenEval++ suite as the file draws it, 60 steps moved seed 0's untrained model only +0.01; 100 steps pass. The
+    # untrained model's texts sampled at 1.0 (at the default 0.7 this toy run ended at red share 0.00).
+    cfg = rl_config(steps=100, lr=3e-3, refine_steps=0, group_size=8, max_new_tokens=4, kl=False, checkpoint_every=100,
+                    temperature=1.0, reflect_temperature=None)
     result = train_rl(BASE, cfg, init, synth, tmp_path)
     before, after = red_fraction(init), red_fraction(result.checkpoint)
     assert after > before + 0.06, (before, after)
