@@ -3,6 +3,7 @@ workers as without Prefect; a rerun served from the per-shard caches; bad runner
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,38 +111,39 @@ def test_two_workers_give_exactly_the_same_numbers(stage_dir, unsharded, shard_l
     assert len(computed(shard_log)) == SHARDS
 
 
-def test_only_the_shards_of_a_changed_checkpoint_rerun(stage_dir, unsharded, shard_log, monkeypatch):
+def rerun_with_input_replaced(stage_dir: Path, shard_log: Path, monkeypatch, path: Path,
+                              write: Callable[[Path], None]) -> dict:
+    """The stage's metrics after a cached run, with `path` replaced by what `write` puts there (restored after); the
+    shard log then holds only the shards this rerun computed."""
     run_stage(stage_dir, monkeypatch)
     shutil.rmtree(shard_log)
     shard_log.mkdir()
-    checkpoint = stage_dir / paths.RL_CHECKPOINT
-    original = checkpoint.with_name("original")
-    checkpoint.rename(original)
-    torch.manual_seed(3)
-    TinyUnifiedModel(MODEL, build_tokenizer(vocabulary())).save_pretrained(checkpoint)
+    original = path.with_name(f"{path.name}-original")
+    path.rename(original)
+    write(path)
     try:
-        metrics = run_stage(stage_dir, monkeypatch)
+        return run_stage(stage_dir, monkeypatch)
     finally:
-        shutil.rmtree(checkpoint)
-        original.rename(checkpoint)
+        shutil.rmtree(path)
+        original.rename(path)
+
+
+def test_only_the_shards_of_a_changed_checkpoint_rerun(stage_dir, unsharded, shard_log, monkeypatch):
+    def other_model(checkpoint: Path) -> None:
+        torch.manual_seed(3)
+        TinyUnifiedModel(MODEL, build_tokenizer(vocabulary())).save_pretrained(checkpoint)
+
+    metrics = rerun_with_input_replaced(stage_dir, shard_log, monkeypatch, stage_dir / paths.RL_CHECKPOINT,
+                                        other_model)
     assert computed(shard_log) == ["rl-geneval", "rl-geneval_pp", "rl-tiif_long", "rl-tiif_short", "rl-understanding"]
     assert metrics["checkpoints"]["sft"] == unsharded["checkpoints"]["sft"]
     assert metrics["checkpoints"]["rl"] != unsharded["checkpoints"]["rl"]
 
 
 def test_only_the_tiif_shards_rerun_on_a_new_tiif_suite(stage_dir, unsharded, shard_log, monkeypatch):
-    run_stage(stage_dir, monkeypatch)
-    shutil.rmtree(shard_log)
-    shard_log.mkdir()
-    suite = stage_dir / paths.SYNTH_TIIF
-    original = suite.with_name("tiif-original")
-    suite.rename(original)
-    write_suite(BaseConfig(**{**BASE, "seed": 1}), {"train": 1, "heldout": 1}, suite)
-    try:
-        metrics = run_stage(stage_dir, monkeypatch)
-    finally:
-        shutil.rmtree(suite)
-        original.rename(suite)
+    metrics = rerun_with_input_replaced(
+        stage_dir, shard_log, monkeypatch, stage_dir / paths.SYNTH_TIIF,
+        lambda suite: write_suite(BaseConfig(**{**BASE, "seed": 1}), {"train": 1, "heldout": 1}, suite))
     assert computed(shard_log) == [f"{name}-{suite}" for name in ("base", "rl", "sft")
                                    for suite in ("tiif_long", "tiif_short")]
     assert metrics["checkpoints"]["sft"]["generation"]["geneval"] == unsharded["checkpoints"]["sft"]["generation"][
